@@ -1,0 +1,89 @@
+"""``git coral …``: a thin typer app over the library. Errors become one line on stderr."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+
+FAST = {"filter-process", "clean", "smudge"}
+
+
+def _app():
+    import typer
+
+    from . import __version__, commands
+
+    app = typer.Typer(
+        name="git-coral",
+        help="coral-git: git for neural-network weights. Run 'git coral COMMAND -h' for a command's help.",
+        context_settings={"help_option_names": ["-h", "--help"]},
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.command()
+    def version() -> None:
+        """Print the coral-git version."""
+        print(__version__)
+
+    @app.command("filter-process", hidden=True)
+    def filter_process_cmd() -> None:
+        """git's long-running filter (filter.coral.process)."""
+
+    @app.command(hidden=True)
+    def clean(path: str = "") -> None:
+        """Single-file clean filter: file on stdin, pointer on stdout."""
+
+    @app.command(hidden=True)
+    def smudge(path: str = "") -> None:
+        """Single-file smudge filter: pointer on stdin, file on stdout."""
+
+    for mod in pkgutil.iter_modules(commands.__path__):
+        module = importlib.import_module(f"{commands.__name__}.{mod.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point of ``git-coral``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from .errors import CoralError
+
+    try:
+        if argv and argv[0] in FAST:
+            from . import gitfilter
+
+            if argv[0] == "filter-process":
+                return gitfilter.filter_process()
+            return gitfilter.single(argv[0], argv[1] if len(argv) > 1 else "")
+        import click
+
+        try:
+            rv = _app()(args=argv, prog_name="git-coral", standalone_mode=False)
+        except click.exceptions.Exit as exc:
+            return exc.exit_code
+        except click.exceptions.Abort:
+            print("aborted", file=sys.stderr)
+            return 1
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        return rv if isinstance(rv, int) else 0
+    except CoralError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("CORAL_DEBUG"):
+            raise
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""init, track, untrack, and the hook entry point."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import Annotated
+
+import typer
+
+from ..errors import UsageError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def init(
+        global_: Annotated[bool, typer.Option("--global", help="Configure the filter for every repository of this user (like 'git lfs install').")] = False,
+    ) -> None:
+        """Configure the filter, diff and merge drivers, .gitattributes and hooks. Safe to run again."""
+        from .. import install
+        from ..repo import find_repo
+
+        if shutil.which("git-coral") is None:
+            print("warning: 'git-coral' is not on PATH; git will not find the filter until it is", file=sys.stderr)
+        if global_:
+            for line in install.configure("--global"):
+                print(line, file=sys.stderr)
+            return
+        repo = find_repo()
+        if repo.worktree is None:
+            raise UsageError("'git coral init' needs a work tree; in a bare repository use 'git coral init --global'")
+        install.configure("--local", cwd=repo.worktree)
+        added = install.track(repo.worktree, list(install.DEFAULT_PATTERNS))
+        hooks = install.install_hooks(repo)
+        repo.store_root.mkdir(parents=True, exist_ok=True)
+        print(f"coral-git initialised in {repo.worktree}", file=sys.stderr)
+        if added:
+            print(f"  .gitattributes: tracking {' '.join(added)}", file=sys.stderr)
+        for h in hooks:
+            print(f"  hook {h}", file=sys.stderr)
+
+    @app.command()
+    def track(patterns: Annotated[list[str], typer.Argument(help="Path patterns, e.g. '*.onnx' or 'ckpt/**'.")]) -> None:
+        """Store files matching PATTERNS through coral (edits .gitattributes)."""
+        from .. import install
+        from ..repo import find_repo
+
+        repo = find_repo()
+        if repo.worktree is None:
+            raise UsageError("track needs a work tree")
+        added = install.track(repo.worktree, patterns)
+        for p in patterns:
+            print(f"{'tracking' if p in added else 'already tracked'}: {p}", file=sys.stderr)
+
+    @app.command()
+    def untrack(patterns: Annotated[list[str], typer.Argument(help="Patterns previously given to track.")]) -> None:
+        """Stop storing files matching PATTERNS through coral (edits .gitattributes)."""
+        from .. import install
+        from ..repo import find_repo
+
+        repo = find_repo()
+        if repo.worktree is None:
+            raise UsageError("untrack needs a work tree")
+        removed = install.untrack(repo.worktree, patterns)
+        for p in patterns:
+            print(f"{'untracked' if p in removed else 'was not tracked'}: {p}", file=sys.stderr)
+
+    @app.command(hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def hook(ctx: typer.Context, name: str) -> None:
+        """Entry point of the git hooks that 'init' installs."""
+        from .. import hooks
+
+        raise typer.Exit(hooks.run(name, list(ctx.args), sys.stdin.read()))

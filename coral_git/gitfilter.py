@@ -1,0 +1,245 @@
+"""git's filter protocol: the long-running ``filter-process`` (pkt-line v2) and single-file clean/smudge.
+
+stdout carries protocol and file bytes only; every message goes to stderr.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from typing import BinaryIO
+
+from . import pointer as ptr
+from .clean import clean
+from .errors import CoralError
+from .pktline import PktReader, PktWriter
+from .repo import Repo, find_repo
+from .smudge import smudge
+from .store.recent import RecentTensors
+
+SPOOL_IN_MEMORY = 8 << 20
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"coral: {msg}\n")
+    sys.stderr.flush()
+
+
+class Spool:
+    """Content received from git: in memory while small, else in a temp file read back through mmap."""
+
+    def __init__(self, tmpdir: str) -> None:
+        self.tmpdir = tmpdir
+        self.mem = bytearray()
+        self.file: BinaryIO | None = None
+        self.size = 0
+        self._map: mmap.mmap | None = None
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.file is None and len(self.mem) + len(data) <= SPOOL_IN_MEMORY:
+            self.mem += data
+            return
+        if self.file is None:
+            os.makedirs(self.tmpdir, exist_ok=True)
+            self.file = tempfile.TemporaryFile(dir=self.tmpdir, prefix="spool-")
+            self.file.write(self.mem)
+            self.mem = bytearray()
+        self.file.write(data)
+
+    def view(self) -> memoryview | bytes:
+        if self.file is None:
+            return bytes(self.mem)
+        self.file.flush()
+        if self.size == 0:
+            return b""
+        self._map = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
+        return memoryview(self._map)
+
+    def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # a view is still alive; the mapping goes with the process or the next gc
+        if self.file is not None:
+            self.file.close()
+
+
+class Filter:
+    """Clean and smudge bound to one repository."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self.store = repo.store
+        self.recent = RecentTensors(repo.store_root / "recent")
+        self.tmpdir = str(repo.store_root / "tmp")
+        self._index = None
+
+    def previous(self, path: str) -> ptr.Pointer | None:
+        """The pointer of ``path`` in the index (or HEAD): the delta base for its new version."""
+        try:
+            r = self.repo.pygit
+            if self._index is None:
+                self._index = r.index
+            blob_id = None
+            try:
+                blob_id = self._index[path].id
+            except KeyError:
+                head = r.revparse_single("HEAD").peel(None)
+                tree = head.tree if hasattr(head, "tree") else head
+                blob_id = tree[path].id
+            obj = r[blob_id]
+            if obj.size > ptr.MAX_POINTER:
+                return None
+            data = obj.data
+            return ptr.parse(data) if ptr.looks_like_pointer(data) else None
+        except Exception:
+            return None
+
+    def clean(self, data: memoryview | bytes, path: str) -> bytes:
+        res = clean(
+            data,
+            self.store,
+            previous=self.previous(path),
+            recent=self.recent,
+            chunk_bytes=self.repo.chunk_bytes,
+            workers=self.repo.workers,
+        )
+        if res.new_chunks and res.pointer.format == "opaque":
+            why = res.note or "format not recognised"
+            log(f"{path}: stored as opaque bytes ({why})")
+        return res.pointer.encode()
+
+    def smudge(self, data: memoryview | bytes, path: str, write: Callable[[memoryview], None]) -> None:
+        raw = bytes(data[: len(ptr.MAGIC)])
+        if raw != ptr.MAGIC.encode():
+            write(memoryview(data))  # not a pointer (committed before coral, or plain text): as is
+            return
+        try:
+            p = ptr.parse(bytes(data))
+        except CoralError:
+            write(memoryview(data))
+            return
+        smudge(p, self.store, write, path=path, workers=self.repo.workers)
+
+    def spool(self) -> Spool:
+        return Spool(self.tmpdir)
+
+
+def _report(exc: BaseException, path: str) -> None:
+    if isinstance(exc, CoralError):
+        log(f"{path}: {exc}")
+    else:
+        log(f"{path}: internal error ({type(exc).__name__}: {exc}); rerun with CORAL_DEBUG=1 for details")
+    if os.environ.get("CORAL_DEBUG"):
+        traceback.print_exception(exc, file=sys.stderr)
+
+
+def filter_process() -> int:
+    """Serve git's long-running filter protocol on stdin/stdout until git closes the pipe."""
+    rd = PktReader(sys.stdin.buffer)
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but protocol bytes may reach git's pipe
+    wr = PktWriter(out)
+    hello = rd.read_text_list()
+    if "git-filter-client" not in hello or "version=2" not in hello:
+        log("filter-process: git did not offer protocol version 2")
+        return 1
+    wr.text("git-filter-server")
+    wr.text("version=2")
+    wr.flush()
+    caps = rd.read_text_list()
+    for cap in ("clean", "smudge"):
+        if f"capability={cap}" in caps:
+            wr.text(f"capability={cap}")
+    wr.flush()
+    flt = Filter(find_repo())
+    while True:
+        try:
+            header = rd.read_text_list()
+        except EOFError:
+            return 0
+        meta = dict(item.partition("=")[::2] for item in header)
+        command, path = meta.get("command", ""), meta.get("pathname", "")
+        spool = flt.spool()
+        try:
+            while (pkt := rd.read()) is not None:
+                spool.write(pkt)
+            _serve(flt, wr, command, path, spool)
+        finally:
+            spool.close()
+
+
+def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) -> None:
+    data = spool.view()
+    if command == "clean":
+        try:
+            result = flt.clean(data, path)
+        except Exception as exc:
+            _report(exc, path)
+            wr.text("status=error")
+            wr.flush()
+            return
+        wr.text("status=success")
+        wr.flush()
+        wr.data(result)
+        wr.flush()
+        wr.flush()
+        return
+    if command != "smudge":
+        log(f"unknown filter command {command!r}")
+        wr.text("status=error")
+        wr.flush()
+        return
+    started = False
+
+    def write(chunk: memoryview) -> None:
+        nonlocal started
+        if not started:
+            wr.text("status=success")
+            wr.flush()
+            started = True
+        wr.data(chunk)
+
+    try:
+        flt.smudge(data, path, write)
+    except Exception as exc:
+        _report(exc, path)
+        if started:
+            wr.flush()  # end of content; then the status that makes git discard it
+        wr.text("status=error")
+        wr.flush()
+        return
+    if not started:
+        wr.text("status=success")
+        wr.flush()
+    wr.flush()
+    wr.flush()
+
+
+def single(command: str, path: str) -> int:
+    """``git coral clean|smudge PATH``: one file from stdin to stdout (git's clean/smudge fallback)."""
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    flt = Filter(find_repo())
+    spool = flt.spool()
+    try:
+        while chunk := sys.stdin.buffer.read(1 << 20):
+            spool.write(chunk)
+        data = spool.view()
+        if command == "clean":
+            out.write(flt.clean(data, path))
+        else:
+            flt.smudge(data, path, out.write)
+        out.flush()
+        return 0
+    except Exception as exc:
+        _report(exc, path)
+        return 1
+    finally:
+        spool.close()

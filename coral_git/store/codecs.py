@@ -1,0 +1,134 @@
+"""Chunk codecs: each a small class with ``encode``/``decode`` and a one-byte code in a registry.
+
+Keyframe codecs see only the chunk; delta codecs also see the raw bytes of a base chunk of the same
+length. Every codec is lossless on bit patterns: deltas are integer subtraction (wrapping) or XOR of
+the elements' bit patterns, never float arithmetic.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from numcodecs import Zstd
+
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_INT = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def group_bytes(raw: np.ndarray, elem: int) -> np.ndarray:
+    """One plane per byte of the element: all first bytes, then all second bytes, ..."""
+    if elem == 1:
+        return raw
+    return np.ascontiguousarray(raw.reshape(-1, elem).T)
+
+
+def ungroup_bytes(planes: np.ndarray, elem: int) -> np.ndarray:
+    if elem == 1:
+        return planes
+    return np.ascontiguousarray(planes.reshape(elem, -1).T).reshape(-1)
+
+
+def _elem(raw_len: int, itemsize: int) -> int:
+    """Element width used for grouping: the dtype's when the length allows it, else bytes."""
+    return itemsize if itemsize in _UINT and raw_len % itemsize == 0 else 1
+
+
+class Codec:
+    """Base class; subclasses register themselves by ``code``."""
+
+    code: ClassVar[int]
+    name: ClassVar[str]
+    delta: ClassVar[bool] = False
+    registry: ClassVar[dict[int, type[Codec]]] = {}
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        Codec.registry[cls.code] = cls
+
+    def __init__(self, level: int = 1) -> None:
+        self.zstd = Zstd(level=level)
+
+    def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _unzstd(self, payload: bytes, raw_len: int) -> np.ndarray:
+        out = np.empty(raw_len, dtype=np.uint8)
+        if raw_len:
+            self.zstd.decode(payload, out=out)
+        return out
+
+
+class RawCodec(Codec):
+    """Bytes as they are: for chunks that no codec makes smaller."""
+
+    code = 0
+    name = "raw"
+
+    def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
+        return raw.tobytes()
+
+    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+        out = np.frombuffer(payload, dtype=np.uint8)
+        if out.size != raw_len:
+            raise ValueError(f"raw payload has {out.size} bytes, header says {raw_len}")
+        return out
+
+
+class GroupZstdCodec(Codec):
+    """Keyframe: byte grouping then zstd."""
+
+    code = 1
+    name = "bg-zstd"
+
+    def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
+        return bytes(self.zstd.encode(group_bytes(raw, _elem(raw.size, itemsize))))
+
+    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+        return ungroup_bytes(self._unzstd(payload, raw_len), _elem(raw_len, itemsize))
+
+
+class SubZigzagCodec(Codec):
+    """Delta: wrapping integer subtraction of bit patterns, zigzag, byte grouping, zstd."""
+
+    code = 2
+    name = "sub-zz-bg-zstd"
+    delta = True
+
+    def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
+        assert base is not None and base.size == raw.size
+        e = _elem(raw.size, itemsize)
+        d = (raw.view(_UINT[e]) - base.view(_UINT[e])).view(_INT[e])
+        z = ((d << 1) ^ (d >> (8 * e - 1))).view(np.uint8)
+        return bytes(self.zstd.encode(group_bytes(z, e)))
+
+    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+        assert base is not None and base.size == raw_len
+        e = _elem(raw_len, itemsize)
+        z = ungroup_bytes(self._unzstd(payload, raw_len), e).view(_UINT[e])
+        d = (z >> 1) ^ (np.zeros(1, _UINT[e]) - (z & 1))
+        return (base.view(_UINT[e]) + d).view(np.uint8)
+
+
+class XorCodec(Codec):
+    """Delta: XOR of bit patterns, byte grouping, zstd."""
+
+    code = 3
+    name = "xor-bg-zstd"
+    delta = True
+
+    def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
+        assert base is not None and base.size == raw.size
+        return bytes(self.zstd.encode(group_bytes(raw ^ base, _elem(raw.size, itemsize))))
+
+    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+        assert base is not None and base.size == raw_len
+        return ungroup_bytes(self._unzstd(payload, raw_len), _elem(raw_len, itemsize)) ^ base
+
+
+def codec(code: int, level: int = 1) -> Codec:
+    """The codec registered under ``code``; KeyError if unknown."""
+    return Codec.registry[code](level)

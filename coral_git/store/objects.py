@@ -1,0 +1,106 @@
+"""Stored objects: a 32-byte header and an encoded payload, kept as loose files, written atomically.
+
+Header (little-endian): magic ``CRLO``, version (1 byte, =1), codec code (1), itemsize (1),
+run (1: the longest delta chain that ends at this object, capped at 255), raw length (u64),
+base chunk id (16 bytes, all zero for a keyframe).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CorruptObjectError
+
+MAGIC = b"CRLO"
+HEADER = struct.Struct("<4sBBBBQ16s")
+HEADER_SIZE = HEADER.size
+NO_BASE = bytes(16)
+MAX_RAW = 1 << 32
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHeader:
+    """What an object says about itself before its payload is decoded."""
+
+    codec: int
+    itemsize: int
+    run: int
+    raw_len: int
+    base: str | None
+
+    def pack(self) -> bytes:
+        base = bytes.fromhex(self.base) if self.base else NO_BASE
+        return HEADER.pack(MAGIC, 1, self.codec, self.itemsize, min(self.run, 255), self.raw_len, base)
+
+
+def unpack_header(cid: str, data: bytes) -> ObjectHeader:
+    """Parse and sanity-check an object header; CorruptObjectError if it is not one."""
+    if len(data) < HEADER_SIZE:
+        raise CorruptObjectError(cid, "object is truncated")
+    magic, version, codec, itemsize, run, raw_len, base = HEADER.unpack_from(data, 0)
+    if magic != MAGIC or version != 1:
+        raise CorruptObjectError(cid, "bad object header")
+    if raw_len > MAX_RAW:
+        raise CorruptObjectError(cid, f"header claims {raw_len} bytes")
+    return ObjectHeader(codec, itemsize, run, raw_len, base.hex() if base != NO_BASE else None)
+
+
+class LooseObjects:
+    """One file per object under ``objects/ab/cdef…``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, cid: str) -> Path:
+        return self.root / cid[:2] / cid[2:]
+
+    def has(self, cid: str) -> bool:
+        return os.path.exists(self.path(cid))
+
+    def read(self, cid: str) -> bytes | None:
+        try:
+            with open(self.path(cid), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def read_header(self, cid: str) -> bytes | None:
+        try:
+            with open(self.path(cid), "rb") as f:
+                return f.read(HEADER_SIZE)
+        except FileNotFoundError:
+            return None
+
+    def write(self, cid: str, data: bytes) -> None:
+        """Write atomically: a temp file in the same directory, then rename over the final name."""
+        final = self.path(cid)
+        write_atomic(final, data)
+
+    def ids(self) -> list[str]:
+        """Every loose object id (for gc, fsck, stats and push)."""
+        out: list[str] = []
+        if not self.root.is_dir():
+            return out
+        for d in sorted(self.root.iterdir()):
+            if len(d.name) != 2 or not d.is_dir():
+                continue
+            out.extend(d.name + f.name for f in d.iterdir() if len(f.name) == 30 and not f.name.startswith("."))
+        return out
+
+
+def write_atomic(final: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``final`` so that readers see either nothing or the whole file."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
