@@ -652,6 +652,10 @@ def measure_coral_filter(
         }
         log(f"  [coral filter] {name}: {ops[name]['mbps'] or 0:.1f} MB/s, peak RSS {ops[name]['peak_rss_mb']} MB")
 
+    # 0. process start-up cost, which the small-file figures include.
+    rans = [git(repo, "coral", "version", rss=True) for _ in range(runs)]
+    record("start-up (git coral version)", 0, rans, "fixed cost per command, included in every row")
+
     # 1. clean into an empty store (fresh repo each run).
     v0 = ds.versions[0]
     rans = []
