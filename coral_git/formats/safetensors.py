@@ -57,15 +57,19 @@ def read(buf: memoryview) -> Layout:
 def _span(name: str, info: object, data_start: int, size: int) -> TensorSpan:
     if not isinstance(info, dict):
         raise FormatError(f"tensor {name!r}: entry is not an object")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"tensor name {name!r} is not valid UTF-8") from None
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         raise FormatError(f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise FormatError(f"tensor {name!r}: bad shape {shape!r}")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or not all(isinstance(o, int) and o >= 0 for o in offsets)
+        or not all(type(o) is int and o >= 0 for o in offsets)
         or offsets[0] > offsets[1]
     ):
         raise FormatError(f"tensor {name!r}: bad data_offsets {offsets!r}")
