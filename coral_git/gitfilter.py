@@ -79,6 +79,9 @@ class Filter:
         self.recent = RecentTensors(repo.store_root / "recent")
         self.tmpdir = str(repo.store_root / "tmp")
         self._index = None
+        from .fetch import make_fetcher
+
+        self.store.fetcher = make_fetcher(repo)  # missing chunks come from the remote store on demand
 
     def previous(self, path: str) -> ptr.Pointer | None:
         """The pointer of ``path`` in the index (or HEAD): the delta base for its new version."""
@@ -117,8 +120,8 @@ class Filter:
 
     def smudge(self, data: memoryview | bytes, path: str, write: Callable[[memoryview], None]) -> None:
         raw = bytes(data[: len(ptr.MAGIC)])
-        if raw != ptr.MAGIC.encode():
-            write(memoryview(data))  # not a pointer (committed before coral, or plain text): as is
+        if raw != ptr.MAGIC.encode() or os.environ.get("CORAL_SKIP_SMUDGE", "0") not in ("", "0"):
+            write(memoryview(data))  # CORAL_SKIP_SMUDGE=1 leaves pointers; or not a pointer (committed before coral, or plain text): as is
             return
         try:
             p = ptr.parse(bytes(data))

@@ -1,0 +1,176 @@
+"""remote set/show, push, fetch, pull: moving chunks between .git/coral and remote stores."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+
+def _repo():
+    from ..repo import find_repo
+
+    return find_repo()
+
+
+def _remote_name(repo, name: str | None, key: str) -> str:
+    from ..errors import UsageError
+    from ..remote import default_remote
+
+    name = name or default_remote(repo, key)
+    if not name:
+        raise UsageError("no remote given and none configured; name one, e.g. 'origin'")
+    return name
+
+
+def register(app: typer.Typer) -> None:
+    remote_app = typer.Typer(help="Where each git remote's chunks are stored.", no_args_is_help=True)
+    app.add_typer(remote_app, name="remote")
+
+    @remote_app.command("set")
+    def remote_set(
+        name: Annotated[str, typer.Argument(help="The git remote, e.g. origin.")],
+        url: Annotated[str, typer.Argument(help="A directory, file:// URL or s3://bucket/prefix.")],
+    ) -> None:
+        """Store the chunks of git remote NAME at URL (written to git config coral.remote.NAME.url)."""
+        from ..remote import store_for_url
+        from ..repo import git
+
+        repo = _repo()
+        cwd = repo.worktree or repo.git_dir
+        store_for_url(name, url, cwd)  # validates the URL
+        git("config", f"coral.remote.{name}.url", url, cwd=cwd)
+        print(f"chunks of remote '{name}' go to {url}", file=sys.stderr)
+
+    @remote_app.command("show")
+    def remote_show(name: Annotated[str | None, typer.Argument(help="The git remote (default: all).")] = None) -> None:
+        """Print each git remote and its chunk store."""
+        from ..errors import CoralError
+        from ..remote import resolve
+        from ..repo import git
+
+        repo = _repo()
+        cwd = repo.worktree or repo.git_dir
+        names = [name] if name else git("remote", cwd=cwd).split()
+        for n in names:
+            try:
+                store = resolve(repo, n).url
+            except CoralError as exc:
+                store = f"(none: {exc})"
+            print(f"{n}\t{store}")
+
+    @app.command()
+    def push(
+        remote: Annotated[str | None, typer.Argument(help="Git remote (default: the branch's upstream or origin).")] = None,
+        all_: Annotated[bool, typer.Option("--all", help="Every chunk reachable from any ref, not just HEAD.")] = False,
+    ) -> None:
+        """Upload the chunks that HEAD's history (or every ref's, with --all) needs and the remote lacks."""
+        from ..remote import resolve
+        from ..remote_hooks import needed_chunks, push_chunks, push_mode
+
+        repo = _repo()
+        name = _remote_name(repo, remote, "coral.pushRemote")
+        cwd = repo.worktree or repo.git_dir
+        ids, where = needed_chunks(cwd, ["--all"] if all_ else ["HEAD"])
+        store = resolve(repo, name)
+        stats = push_chunks(repo.store, store, ids, where=where, mode=push_mode(repo))
+        print(f"coral: {stats.line(store)}", file=sys.stderr)
+
+    @app.command()
+    def fetch(
+        remote: Annotated[str | None, typer.Argument(help="Git remote (default: the branch's upstream or origin).")] = None,
+        rev: Annotated[str, typer.Option("--rev", help="The revision whose files to fetch.")] = "HEAD",
+        include: Annotated[list[str] | None, typer.Option("--include", "-I", help="Only paths matching this glob (repeatable).")] = None,
+    ) -> None:
+        """Download the chunks the files of REV need (and their delta bases) into the local store."""
+        repo = _repo()
+        name = _remote_name(repo, remote, "coral.fetchRemote")
+        n, stats, store = _fetch(repo, name, rev, include or [])
+        print(f"coral: {n} file(s); {stats.line(store)}", file=sys.stderr)
+
+    @app.command()
+    def pull(
+        remote: Annotated[str | None, typer.Argument(help="Git remote (default: the branch's upstream or origin).")] = None,
+        include: Annotated[list[str] | None, typer.Option("--include", "-I", help="Only paths matching this glob (repeatable).")] = None,
+    ) -> None:
+        """Fetch the chunks of HEAD's files, then check out the files still left as pointers."""
+        from ..repo import git
+
+        repo = _repo()
+        name = _remote_name(repo, remote, "coral.fetchRemote")
+        n, stats, store = _fetch(repo, name, "HEAD", include or [])
+        print(f"coral: {n} file(s); {stats.line(store)}", file=sys.stderr)
+        if repo.worktree is None:
+            return
+        left = _pointer_files(repo, include or [])
+        for path, p in left:
+            _rewrite(repo, path, p)
+        if left:
+            # the index still holds the pointer's size, and git takes a size change for a modification
+            # without hashing: re-hash these paths (clean gives the same pointer) to refresh their entries
+            git("update-index", "-q", "--", *(path for path, _ in left), cwd=repo.worktree)
+            print(f"coral: checked out {len(left)} file(s) left as pointers", file=sys.stderr)
+
+
+def _rewrite(repo, path: str, p) -> None:
+    """Replace the pointer file at ``path`` by its content: temp file in the same directory, then rename."""
+    import os
+    import secrets
+
+    from ..smudge import smudge
+
+    final = repo.worktree / path
+    tmp = final.parent / f".{final.name}.coral-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, "wb") as f:
+            smudge(p, repo.store, f.write, path=path, workers=repo.workers)
+        os.chmod(tmp, os.stat(final).st_mode & 0o7777)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fetch(repo, name: str, rev: str, include: list[str]):
+    """Fetch the chunks of the pointers in ``rev``'s tree; return (files, stats, remote store)."""
+    from ..fetch import fetch_objects, tree_pointers
+    from ..remote import resolve
+
+    cwd = repo.worktree or repo.git_dir
+    ids: list[str] = []
+    n = 0
+    for _path, p in tree_pointers(cwd, rev, include):
+        ids.extend(sorted(p.chunk_ids()))
+        n += 1
+    store = resolve(repo, name)
+    return n, fetch_objects(repo.store, store, ids), store
+
+
+def _pointer_files(repo, include: list[str]) -> list[tuple[str, object]]:
+    """Work-tree files whose index entry is a pointer and whose content is still that pointer."""
+    import fnmatch
+
+    from .. import pointer as ptr
+    from ..fetch import pointer_blobs
+    from ..repo import git
+
+    out = git("ls-files", "-s", "-z", cwd=repo.worktree)
+    blobs = []
+    for item in out.split("\0"):
+        if not item:
+            continue
+        meta, _, path = item.partition("\t")
+        oid = meta.split()[1]
+        if not include or any(fnmatch.fnmatch(path, g) for g in include):
+            blobs.append((oid, path))
+    left = []
+    for path, p in pointer_blobs(repo.worktree, blobs):
+        f = repo.worktree / path
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(len(ptr.MAGIC))
+        except OSError:
+            continue
+        if head == ptr.MAGIC.encode():
+            left.append((path, p))
+    return left
