@@ -19,6 +19,8 @@ CONFIG = {
     "filter.coral.clean": "git-coral clean %f",
     "filter.coral.smudge": "git-coral smudge %f",
     "filter.coral.required": "true",
+    "merge.coral.name": "coral-git per-tensor model merge",
+    "merge.coral.driver": "git-coral merge-driver %O %A %B %P %L",
 }
 
 
