@@ -1,0 +1,1 @@
+"""Training-framework integrations. Each submodule imports its framework; this package imports none."""
