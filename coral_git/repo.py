@@ -58,11 +58,15 @@ class Repo:
 
     @cached_property
     def store(self) -> ChunkStore:
-        return ChunkStore(
+        from .store.packs import attach
+
+        store = ChunkStore(
             self.store_root,
             max_chain=self.setting_int("coral.maxChain", DEFAULT_MAX_CHAIN, 0, 255),
             level=self.setting_int("coral.zstdLevel", 1, 1, 22),
         )
+        attach(store)  # packed objects (git coral gc / repack) after loose ones
+        return store
 
     @cached_property
     def pygit(self):

@@ -1,0 +1,165 @@
+"""gc, stats, fsck and repack: the store's lifecycle."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from ..errors import UsageError
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on stderr, shown only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield lambda phase, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, int] = {}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as bar:
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total or None)
+            bar.update(tasks[phase], completed=done, total=total or None)
+
+        yield update
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def gc(
+        dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print what would be removed; change nothing.")] = False,
+        prune: Annotated[str | None, typer.Option("--prune", help="Remove unreferenced objects older than DATE ('now', '2.weeks.ago', an ISO date). Default: coral.pruneExpire, gc.pruneExpire, or 2 weeks.")] = None,
+        no_pack: Annotated[bool, typer.Option("--no-pack", help="Do not gather loose objects into packs.")] = False,
+    ) -> None:
+        """Remove chunks nothing references any more, and pack loose objects."""
+        from ..gc import configured_expire, gc, parse_expire
+        from ..repo import find_repo
+
+        repo = find_repo()
+        expire = parse_expire(prune if prune is not None else configured_expire(repo))
+        with _progress() as progress:
+            res = gc(repo, expire=expire, dry_run=dry_run, pack=not no_pack, progress=progress)
+        for blob, why in sorted(res.broken_pointers.items()):
+            print(f"warning: blob {blob} looks like a pointer but does not parse ({why})", file=sys.stderr)
+        if res.missing:
+            print(f"warning: {len(res.missing)} chunk(s) that history needs are missing; run 'git coral fsck'", file=sys.stderr)
+        if dry_run:
+            for cid, n in res.removed:
+                print(f"would remove {cid} {n}")
+            print(f"would remove {len(res.removed)} object(s), {_size(res.removed_bytes)}; "
+                  f"keep {res.kept} ({res.young} only for the grace period)")
+            return
+        msg = (f"gc: removed {len(res.removed)} object(s) ({_size(res.removed_bytes)}), kept {res.kept}; "
+               f"store {res.files_before} → {res.files_after} files, {_size(res.bytes_before)} → {_size(res.bytes_after)}")
+        if res.repack and res.repack.packed:
+            msg += f"; packed {res.repack.packed} object(s)"
+        if res.tmp_removed:
+            msg += f"; removed {res.tmp_removed} stale temp file(s)"
+        print(msg, file=sys.stderr)
+
+    @app.command()
+    def repack(
+        full: Annotated[bool, typer.Option("--all", "-a", help="Rewrite every pack into new ones, not only loose objects.")] = False,
+        max_chain: Annotated[int | None, typer.Option("--max-chain", help="Re-encode objects deeper than this as keyframes (default: coral.maxChain).")] = None,
+    ) -> None:
+        """Gather loose objects into pack files (nothing is deleted that is still needed)."""
+        from ..repo import find_repo
+        from ..store import packs
+
+        repo = find_repo()
+        store = repo.store
+        if max_chain is not None and max_chain < 0:
+            raise UsageError("--max-chain must be 0 or more")
+        with _progress() as progress, store.lock():
+            res = packs.repack(store, full=full, max_chain=store.max_chain if max_chain is None else max_chain,
+                               on_item=lambda k, n: progress("packing", k, n))
+        print(f"repack: {res.packed} object(s) into {res.packs_written} pack(s), removed {res.loose_removed} "
+              f"loose file(s) and {res.packs_removed} old pack(s)"
+              + (f", re-encoded {res.rekeyed} as keyframes" if res.rekeyed else ""), file=sys.stderr)
+
+    @app.command()
+    def fsck(
+        no_move: Annotated[bool, typer.Option("--no-move", help="Only report; leave damaged objects where they are.")] = False,
+    ) -> None:
+        """Check every reachable pointer and every stored object; exit non-zero on any problem."""
+        from ..fsck import fsck
+        from ..repo import find_repo
+
+        with _progress() as progress:
+            res = fsck(find_repo(), move=not no_move, progress=progress)
+        for p in res.problems:
+            label = "warning" if p.warning else p.kind
+            print(f"{label} {p.what}: {p.detail}" + (f" (moved to {p.moved_to})" if p.moved_to else ""))
+            for rev, path, part in p.needed_by[:8]:
+                print(f"  needed by {path} ({part}) at {rev}")
+            if len(p.needed_by) > 8:
+                print(f"  ... and {len(p.needed_by) - 8} more")
+        n = len(res.errors)
+        print(f"fsck: checked {res.objects} object(s), {res.pointers} pointer(s) in {res.commits} commit(s): "
+              + (f"{n} problem(s)" if n else "ok"), file=sys.stderr)
+        if n:
+            raise typer.Exit(1)
+
+    @app.command()
+    def stats(
+        json_: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+        by: Annotated[str | None, typer.Option("--by", help="Break the figures down by 'file' or 'commit'.")] = None,
+    ) -> None:
+        """Logical vs stored bytes, savings from dedup, delta and compression, and a git-lfs comparison."""
+        from ..repo import find_repo
+        from ..stats import stats
+
+        if by not in (None, "file", "commit"):
+            raise UsageError("--by takes 'file' or 'commit'")
+        with _progress() as progress:
+            s = stats(find_repo(), by=by, progress=progress)
+        if json_:
+            import json
+
+            print(json.dumps(s.to_json(), indent=2))
+            return
+        lines = [
+            ("commits", f"{s.commits}"),
+            ("tracked files", f"{s.files} paths, {s.file_versions} versions ({s.unique_files} unique contents)"),
+            ("logical bytes", f"{_size(s.logical_bytes)} ({s.logical_bytes})"),
+            ("git-lfs would store", f"{_size(s.lfs_bytes)} ({s.lfs_bytes})"),
+            ("unique chunks", f"{s.chunks} ({_size(s.unique_chunk_bytes)} raw)"),
+            ("stored bytes", f"{_size(s.stored_bytes)} ({s.stored_bytes}) needed by history"),
+            ("on disk", f"{_size(s.disk_bytes)} in {s.disk_files} files ({s.objects} objects: {s.loose_objects} loose, {s.packs} packs)"),
+            ("ratio", f"{s.ratio:.2f}x vs logical, {s.lfs_ratio:.2f}x vs git-lfs"),
+            ("saved by dedup", _size(s.dedup_saved)),
+            ("saved by delta", f"{_size(s.delta_saved)} (estimate)"),
+            ("saved by compression", f"{_size(s.compression_saved)} (estimate)"),
+            ("objects", f"{s.keyframes} keyframes, {s.deltas} deltas, {s.unreachable_objects} unreachable"),
+            ("longest delta chain", f"{s.longest_chain}"),
+        ]
+        if s.missing_chunks:
+            lines.append(("missing chunks", f"{s.missing_chunks} (run 'git coral fsck')"))
+        for k, v in lines:
+            print(f"{k + ':':<22} {v}")
+        if s.rows:
+            print()
+            head = "file" if by == "file" else "commit"
+            print(f"{head:<40} {'versions':>8} {'logical':>11} {'new chunks':>10} {'stored':>11}")
+            for r in s.rows:
+                name = r.name if by == "file" else f"{r.name[:12]} {r.subject}"
+                print(f"{name[:40]:<40} {r.versions:>8} {_size(r.logical_bytes):>11} {r.new_chunks:>10} {_size(r.stored_bytes):>11}")
