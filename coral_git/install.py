@@ -21,6 +21,8 @@ CONFIG = {
     "filter.coral.required": "true",
     "merge.coral.name": "coral-git per-tensor model merge",
     "merge.coral.driver": "git-coral merge-driver %O %A %B %P %L",
+    "diff.coral.command": "git-coral diff-driver",
+    "diff.coral.textconv": "git-coral textconv",
 }
 
 
