@@ -1,0 +1,224 @@
+"""Sharing through a directory remote: push to a bare repository, clone, pull, interrupted pushes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from coral_git.store.chunkstore import ChunkStore
+from coral_git.store.objects import LooseObjects
+from conftest import coral, git, make_state, perturb, save_safetensors, sha256
+
+
+def commit_versions(repo: Path, n: int, *, width: int = 256, name: str = "model.safetensors") -> list[str]:
+    """Commit ``n`` versions of a model; return the sha256 of each, oldest first."""
+    state = make_state(seed=1, width=width)
+    shas = []
+    for v in range(n):
+        save_safetensors(repo / name, state)
+        shas.append(sha256(repo / name))
+        git(repo, "add", name)
+        git(repo, "commit", "-qm", f"v{v}")
+        state = perturb(state, seed=v + 10)
+    return shas
+
+
+def objects_of(store_root: Path) -> set[str]:
+    return set(LooseObjects(store_root / "objects").ids())
+
+
+def global_config(home_env: dict[str, str] | None = None, chunk_size: int = 65536) -> None:
+    """The filter config for every repository of this HOME (clones need it), and the chunk size.
+
+    The chunk size is a setting that clones do not carry, so it is set for the whole HOME too.
+    """
+    from coral_git.install import CONFIG
+
+    env = {**os.environ, **(home_env or {})}
+    for key, value in {**CONFIG, "coral.chunkSize": str(chunk_size)}.items():
+        subprocess.run(["git", "config", "--global", key, value], env=env, check=True)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """Built once per module: a repository with 3 versions pushed to a bare ``shared.git`` beside it."""
+    from conftest import GIT_ENV
+
+    root = tmp_path_factory.mktemp("template")
+    home = root / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), **GIT_ENV}
+    global_config(env)
+    repo, bare = root / "repo", root / "shared.git"
+    git(root, "init", "-q", "--bare", str(bare), env=env)
+    git(root, "init", "-q", str(repo), env=env)
+    subprocess.run(["git", "coral", "init"], cwd=repo, env={**os.environ, **env}, check=True, capture_output=True)
+    git(repo, "remote", "add", "origin", str(bare), env=env)
+    state = make_state(seed=1)
+    shas = []
+    for v in range(3):
+        save_safetensors(repo / "model.safetensors", state)
+        shas.append(sha256(repo / "model.safetensors"))
+        git(repo, "add", ".", env=env)
+        git(repo, "commit", "-qm", f"v{v}", env=env)
+        state = perturb(state, seed=v + 10)
+    git(repo, "push", "-q", "-u", "origin", "main", env=env)
+    return root, shas
+
+
+@pytest.fixture
+def shared(template: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """A fresh copy of the template: (repo, bare remote, sha256 of each version oldest first)."""
+    root, shas = template
+    shutil.copytree(root / "repo", tmp_path / "repo", symlinks=True)
+    shutil.copytree(root / "shared.git", tmp_path / "shared.git", symlinks=True)
+    repo, bare = tmp_path / "repo", tmp_path / "shared.git"
+    git(repo, "remote", "set-url", "origin", str(bare))
+    global_config()
+    return repo, bare, shas
+
+
+def test_push_to_bare_then_clone_every_revision(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    repo, bare, shas = shared
+    remote_objs = objects_of(bare / "coral")
+    assert remote_objs, "the pre-push hook uploaded nothing"
+    # everything on the remote decodes on its own: bases went up with the deltas
+    remote = ChunkStore(bare / "coral")
+    for cid in remote_objs:
+        remote.get(cid)
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(bare), str(clone))
+    revs = git(clone, "rev-list", "--reverse", "HEAD", "--", "model.safetensors").split()
+    assert len(revs) == 3
+    for rev, want in zip(revs, shas, strict=True):
+        git(clone, "checkout", "-q", rev)
+        assert sha256(clone / "model.safetensors") == want
+    assert git(clone, "status", "--porcelain") == ""
+
+
+def test_push_from_clone_pull_in_first(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    repo, bare, shas = shared
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(bare), str(clone))
+    coral(clone, "init")
+    state = perturb(make_state(seed=1), seed=99)
+    save_safetensors(clone / "model.safetensors", state)
+    new_sha = sha256(clone / "model.safetensors")
+    save_safetensors(clone / "other.safetensors", make_state(seed=7, width=64))
+    git(clone, "add", ".")
+    git(clone, "commit", "-qm", "from the clone")
+    proc = subprocess.run(["git", "push", "-q"], cwd=clone, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "uploaded" in proc.stderr
+    # pointers only, then `git coral pull` brings the content
+    git(repo, "pull", "-q", env={"CORAL_SKIP_SMUDGE": "1"})
+    assert (repo / "model.safetensors").read_bytes().startswith(b"coral-pointer 1\n")
+    out = coral(repo, "pull")
+    assert "checked out 2 file(s)" in out.stderr.decode()
+    assert sha256(repo / "model.safetensors") == new_sha
+    assert sha256(repo / "other.safetensors") == sha256(clone / "other.safetensors")
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_skip_smudge_clone_and_fetch_one_revision(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    repo, bare, shas = shared
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(bare), str(clone), env={"CORAL_SKIP_SMUDGE": "1"})
+    assert (clone / "model.safetensors").read_bytes().startswith(b"coral-pointer 1\n")
+    assert objects_of(clone / ".git" / "coral") == set()
+    out = coral(clone, "fetch", "--rev", "HEAD~2", "--include", "*.safetensors")
+    assert "fetched" in out.stderr.decode()
+    got = objects_of(clone / ".git" / "coral")
+    assert got and got < objects_of(bare / "coral")
+    # the old revision now checks out with no remote at all
+    git(clone, "remote", "remove", "origin")
+    git(clone, "checkout", "-q", "HEAD~2", "--", "model.safetensors")
+    assert sha256(clone / "model.safetensors") == shas[0]
+
+
+def test_push_fails_when_a_chunk_is_missing_locally(repo: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "b.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    commit_versions(repo, 1)
+    victim = sorted(objects_of(repo / ".git" / "coral"))[0]
+    path = repo / ".git" / "coral" / "objects" / victim[:2] / victim[2:]
+    path.unlink()
+    git(repo, "remote", "add", "origin", str(bare))
+    proc = subprocess.run(["git", "push", "origin", "main"], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode != 0
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: coral")]
+    assert len(line) == 1 and victim in line[0] and "missing" in line[0] and "origin" in line[0]
+    assert "Traceback" not in proc.stderr
+    assert git(bare, "for-each-ref") == ""  # git did not update the remote refs
+
+
+def test_chunk_missing_remotely_is_a_clear_error(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    _repo, bare, _shas = shared
+    for cid in objects_of(bare / "coral"):
+        (bare / "coral" / "objects" / cid[:2] / cid[2:]).unlink()
+    clone = tmp_path / "clone"
+    proc = subprocess.run(["git", "clone", "-q", str(bare), str(clone)], capture_output=True, text=True)
+    assert proc.returncode != 0
+    msgs = [ln for ln in proc.stderr.splitlines() if ln.startswith("coral:")]
+    assert msgs and "missing from remote 'origin'" in msgs[0] and "git coral push" in msgs[0]
+    assert "Traceback" not in proc.stderr
+    f = clone / "model.safetensors"
+    assert not f.exists() or f.stat().st_size == 0 or f.read_bytes().startswith(b"coral-pointer")
+
+
+def test_push_killed_midway_then_retried(repo: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "b.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    global_config(chunk_size=4096)
+    shas = commit_versions(repo, 2, width=384)
+    local = objects_of(repo / ".git" / "coral")
+    git(repo, "remote", "add", "origin", str(bare))
+    proc = subprocess.Popen(
+        ["git", "push", "origin", "main"], cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    objdir = bare / "coral" / "objects"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if objdir.is_dir() and sum(len(os.listdir(objdir / d)) for d in os.listdir(objdir)) >= 40:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the push ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = objects_of(bare / "coral")
+    assert 0 < len(partial) < len(local)
+    assert git(bare, "for-each-ref") == ""  # killed in pre-push: no ref moved
+    remote = ChunkStore(bare / "coral")
+    for cid in partial:  # nothing half-written, and every uploaded delta has its base
+        remote.get(cid)
+    retry = subprocess.run(["git", "push", "origin", "main"], cwd=repo, capture_output=True, text=True)
+    assert retry.returncode == 0, retry.stderr
+    line = next(ln for ln in retry.stderr.splitlines() if "uploaded" in ln)
+    uploaded, needed = (int(w) for w in line.split("uploaded ")[1].split(" chunk")[0].split(" of "))
+    assert uploaded == needed - len(partial) > 0
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(bare), str(clone))
+    assert sha256(clone / "model.safetensors") == shas[-1]
+    git(clone, "checkout", "-q", "HEAD~1")
+    assert sha256(clone / "model.safetensors") == shas[0]
+
+
+def test_remote_set_and_show(repo: Path, tmp_path: Path) -> None:
+    git(repo, "remote", "add", "origin", "https://example.invalid/x.git")
+    show = coral(repo, "remote", "show").stdout.decode()
+    assert "origin" in show and "git coral remote set origin" in show
+    store = tmp_path / "chunks"
+    coral(repo, "remote", "set", "origin", str(store))
+    assert git(repo, "config", "coral.remote.origin.url").strip() == str(store)
+    assert str(store) in coral(repo, "remote", "show", "origin").stdout.decode()
+    commit_versions(repo, 1)
+    coral(repo, "push")
+    assert objects_of(store) == objects_of(repo / ".git" / "coral")
