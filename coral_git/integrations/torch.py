@@ -20,6 +20,7 @@ import random
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -377,7 +378,7 @@ class CheckpointManager:
             self._queue = queue.Queue(maxsize=max(1, max_pending))
             self._thread = threading.Thread(target=self._work, name="coral-checkpoints", daemon=True)
             self._thread.start()
-        atexit.register(self._at_exit)
+        _register_exit(self)
 
     # -- training-loop hooks ---------------------------------------------------------------------
     def step(self, **metrics: Any) -> str | None:
@@ -546,7 +547,6 @@ class CheckpointManager:
             self._raise_pending()
             return
         self._closed = True
-        atexit.unregister(self._at_exit)
         try:
             self.flush()
         finally:
@@ -603,6 +603,28 @@ class CheckpointManager:
         self.global_step = info.step or 0
         self._last_saved_at = time.monotonic()
         return info
+
+
+def _register_exit(mgr: CheckpointManager) -> None:
+    """Flush ``mgr`` at interpreter exit, before concurrent.futures stops accepting work.
+
+    threading's exit hooks run before ``atexit`` ones, and concurrent.futures uses them to shut its
+    pools down; registering here (after it) makes ours run first. Only a weak reference is held.
+    """
+    ref = weakref.ref(mgr)
+
+    def hook() -> None:
+        m = ref()
+        if m is not None:
+            m._at_exit()
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError
+        register(hook)
+    except RuntimeError:
+        atexit.register(hook)
 
 
 def _head(repo: ck.Repo) -> str | None:
