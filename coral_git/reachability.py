@@ -39,7 +39,8 @@ class Reachable:
     uses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # blob id → [(revision, path)]
     broken: dict[str, str] = field(default_factory=dict)  # blob id → why it does not parse
     commits: list[str] = field(default_factory=list)  # commit ids, parents before children
-    missing: list[str] = field(default_factory=list)  # git objects a root names that are absent
+    missing: list[str] = field(default_factory=list)  # git objects that history names but lacks
+    dangling: list[str] = field(default_factory=list)  # roots naming absent objects (stale ORIG_HEAD, ...)
 
     def chunk_ids(self) -> set[str]:
         """Every chunk id any reachable pointer names."""
@@ -179,6 +180,9 @@ class Walker:
         label: dict[str, str] = {}
         stack: list[tuple[str, bool]] = []
         for name, oid in reversed(tips):
+            if not self.repo.odb.exists(oid):
+                self.result.dangling.append(f"{name} {oid}")  # git may have pruned it (git gc)
+                continue
             stack.append((oid, False))
             label.setdefault(oid, name)
         while stack:

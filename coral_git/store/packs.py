@@ -15,6 +15,7 @@ are the loose copies it holds removed: a crash leaves the old state or the new o
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import secrets
@@ -24,7 +25,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import xxhash
 
 from ..errors import CorruptObjectError, StoreError
@@ -34,7 +34,7 @@ MAGIC = b"CRPK"
 VERSION = 1
 HEADER = struct.Struct("<4sIQQ16s24x")
 FANOUT_SIZE = 256 * 4
-ENTRY = np.dtype([("id", "S16"), ("offset", "<u8"), ("length", "<u8"), ("mtime", "<i8"), ("checksum", "<u8")])
+ENTRY = struct.Struct("<16sQQqQ")  # id, offset, length, mtime, xxh3-64 (ids compare as raw bytes)
 SUFFIX = ".pack"
 DEFAULT_PACK_BYTES = 1 << 30
 
@@ -64,17 +64,22 @@ class Pack:
         magic, version, count, objects_at, index_hash = HEADER.unpack_from(self.mm, 0)
         if magic != MAGIC or version != VERSION:
             raise StoreError(f"pack {path.name} has a bad header")
-        index_end = HEADER.size + FANOUT_SIZE + count * ENTRY.itemsize
+        index_end = HEADER.size + FANOUT_SIZE + count * ENTRY.size
         if objects_at != index_end or size < index_end:
             raise StoreError(f"pack {path.name} is truncated or its header is damaged")
         if xxhash.xxh3_128_digest(memoryview(self.mm)[HEADER.size : index_end]) != index_hash:
             raise StoreError(f"pack {path.name}: its index does not match its checksum")
         self.count = count
         self.objects_at = objects_at
-        self.fanout = np.frombuffer(self.mm, "<u4", 256, HEADER.size)
-        self.entries = np.frombuffer(self.mm, ENTRY, count, HEADER.size + FANOUT_SIZE)
-        self.ids = self.entries["id"]
+        self.fanout = struct.unpack_from("<256I", self.mm, HEADER.size)
+        if any(a > b for a, b in itertools.pairwise(self.fanout)) or self.fanout[255] != count:
+            raise StoreError(f"pack {path.name}: its fanout table is inconsistent")
+        self.entries_at = HEADER.size + FANOUT_SIZE
         self.mtime = path.stat().st_mtime
+
+    def _id(self, i: int) -> bytes:
+        at = self.entries_at + i * ENTRY.size
+        return self.mm[at : at + 16]
 
     def find(self, cid: str) -> int | None:
         """Index position of ``cid``, or None."""
@@ -85,18 +90,21 @@ class Pack:
         if len(key) != 16:
             return None
         b = key[0]
-        lo = int(self.fanout[b - 1]) if b else 0
-        hi = int(self.fanout[b])
-        if lo >= hi:
-            return None
-        i = lo + int(np.searchsorted(self.ids[lo:hi], np.bytes_(key)))
-        if i < hi and self.ids[i] == np.bytes_(key):
-            return i
+        lo = self.fanout[b - 1] if b else 0
+        hi = self.fanout[b]
+        while lo < hi:  # binary search over the sorted ids, in place in the mapping
+            mid = (lo + hi) // 2
+            if self._id(mid) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < self.fanout[b] and self._id(lo) == key:
+            return lo
         return None
 
     def entry(self, i: int) -> Entry:
-        e = self.entries[i]
-        return Entry(bytes(e["id"]).ljust(16, b"\0").hex(), int(e["offset"]), int(e["length"]), int(e["mtime"]), int(e["checksum"]))
+        cid, offset, length, mtime, checksum = ENTRY.unpack_from(self.mm, self.entries_at + i * ENTRY.size)
+        return Entry(cid.hex(), offset, length, mtime, checksum)
 
     def iter_entries(self) -> Iterator[Entry]:
         for i in range(self.count):
@@ -122,7 +130,7 @@ class Pack:
         try:
             self.mm.close()
         except BufferError:
-            pass  # a numpy view is alive; the mapping goes with it
+            pass  # a view is alive; the mapping goes with it
 
 
 class PackSource:
@@ -237,8 +245,8 @@ def write_pack(root: Path, items: list[PackItem], on_item: Callable[[int], None]
         return None
     root.mkdir(parents=True, exist_ok=True)
     n = len(items)
-    objects_at = HEADER.size + FANOUT_SIZE + n * ENTRY.itemsize
-    table = np.zeros(n, dtype=ENTRY)
+    objects_at = HEADER.size + FANOUT_SIZE + n * ENTRY.size
+    table: list[tuple[bytes, int, int, int, int]] = []
     tmp = root / f".tmp-pack-{os.getpid()}-{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444)
     try:
@@ -248,16 +256,18 @@ def write_pack(root: Path, items: list[PackItem], on_item: Callable[[int], None]
             for k, it in enumerate(items):
                 data = it.read()
                 f.write(data)
-                table[k] = (bytes.fromhex(it.cid), pos, len(data), it.mtime, xxhash.xxh3_64_intdigest(data))
+                table.append((bytes.fromhex(it.cid), pos, len(data), it.mtime, xxhash.xxh3_64_intdigest(data)))
                 pos += len(data)
                 if on_item:
                     on_item(k + 1)
-            table.sort(order="id", kind="stable")
-            if n > 1 and np.any(table["id"][1:] == table["id"][:-1]):
+            table.sort(key=lambda e: e[0])
+            if any(a[0] == b[0] for a, b in itertools.pairwise(table)):
                 raise StoreError("internal error: an object was given twice to one pack")
-            first = np.frombuffer(table["id"].tobytes(), np.uint8).reshape(n, 16)[:, 0]
-            fanout = np.cumsum(np.bincount(first, minlength=256)).astype("<u4")
-            index = fanout.tobytes() + table.tobytes()
+            counts = [0] * 256
+            for e in table:
+                counts[e[0][0]] += 1
+            fanout = list(itertools.accumulate(counts))
+            index = struct.pack("<256I", *fanout) + b"".join(ENTRY.pack(*e) for e in table)
             digest = xxhash.xxh3_128_digest(index)
             f.seek(0)
             f.write(HEADER.pack(MAGIC, VERSION, n, objects_at, digest))
