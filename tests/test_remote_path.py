@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import coral, git, make_state, perturb, save_safetensors, sha256
 
 from coral_git.store.chunkstore import ChunkStore
 from coral_git.store.objects import LooseObjects
-from conftest import coral, git, make_state, perturb, save_safetensors, sha256
 
 
 def commit_versions(repo: Path, n: int, *, width: int = 256, name: str = "model.safetensors") -> list[str]:
@@ -86,7 +86,7 @@ def shared(template: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, Path
 
 
 def test_push_to_bare_then_clone_every_revision(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
-    repo, bare, shas = shared
+    _repo, bare, shas = shared
     remote_objs = objects_of(bare / "coral")
     assert remote_objs, "the pre-push hook uploaded nothing"
     # everything on the remote decodes on its own: bases went up with the deltas
@@ -104,7 +104,7 @@ def test_push_to_bare_then_clone_every_revision(shared: tuple[Path, Path, list[s
 
 
 def test_push_from_clone_pull_in_first(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
-    repo, bare, shas = shared
+    repo, bare, _shas = shared
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(bare), str(clone))
     coral(clone, "init")
@@ -128,7 +128,7 @@ def test_push_from_clone_pull_in_first(shared: tuple[Path, Path, list[str]], tmp
 
 
 def test_skip_smudge_clone_and_fetch_one_revision(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
-    repo, bare, shas = shared
+    _repo, bare, shas = shared
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(bare), str(clone), env={"CORAL_SKIP_SMUDGE": "1"})
     assert (clone / "model.safetensors").read_bytes().startswith(b"coral-pointer 1\n")
