@@ -62,9 +62,17 @@ def _relpath(r: Repo, path: str | os.PathLike[str], base: RepoLike) -> str:
         start = Path(base) if isinstance(base, (str, os.PathLike)) else Path.cwd()
         p = start / p
     try:
-        return Path(os.path.abspath(p)).relative_to(os.path.abspath(r.worktree)).as_posix()
+        return Path(os.path.realpath(p)).relative_to(os.path.realpath(r.worktree)).as_posix()
     except ValueError:
         raise UsageError(f"{path} is outside the repository at {r.worktree}") from None
+
+
+def _near(path: str | os.PathLike[str]) -> str | None:
+    """The nearest existing directory of ``path``: the repository is found from there."""
+    d = Path(os.path.abspath(path)).parent
+    while not d.is_dir() and d != d.parent:
+        d = d.parent
+    return str(d)
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,7 @@ def open(path: str | os.PathLike[str], rev: str | None = "HEAD", *, repo: RepoLi
 
     Relative paths are taken from ``repo`` when it is a directory, else from the current directory.
     """
-    r = _repo(repo)
+    r = _repo(repo if repo is not None else _near(path))
     rel = _relpath(r, path, repo)
     if rev is None:
         if r.worktree is None:
@@ -384,7 +392,7 @@ def history(
 
     Commits where no selected tensor changed are left out when ``tensors`` is given.
     """
-    r = _repo(repo)
+    r = _repo(repo if repo is not None else _near(path))
     rel = _relpath(r, path, repo)
     args = ["log", "--first-parent", "--format=%H%x00%ad%x00%s", "--date=short", rev]
     out = git(*args, "--", rel, cwd=r.worktree or r.git_dir)
