@@ -992,7 +992,9 @@ def render(results: dict[str, Any]) -> str:
         parts += ["", "== notes"] + [f"-- {n}" for n in results["notes"]]
     if results.get("errors"):
         parts += ["", "== errors"] + [f"-- {e}" for e in results["errors"]]
-    parts.append(f"\ntotal benchmark time: {results['total_seconds']:.0f}s")
+    la0, la1 = env.get("loadavg_start"), env.get("loadavg_end")
+    load = f" (1-min load average {la0[0]:.1f} at start, {la1[0]:.1f} at end)" if la0 and la1 else ""
+    parts.append(f"\ntotal benchmark time: {results['total_seconds']:.0f}s{load}")
     return "\n".join(parts)
 
 
@@ -1112,6 +1114,7 @@ def main(argv: list[str] | None = None) -> int:
             "git_lfs": tool_version(["git", "lfs", "version"]),
             "coral": (tool_version(["git", "coral", "version"]) or "installed") if has_coral else None,
             "time_bin": TIME_BIN,
+            "loadavg_start": os.getloadavg(),
         },
         "datasets": {},
         "errors": errors,
@@ -1187,6 +1190,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     results["total_seconds"] = time.perf_counter() - t_start
+    results["env"]["loadavg_end"] = os.getloadavg()
     results["targets"] = [
         dict(zip(("target", "measured", "result", "note"), r, strict=True)) for r in evaluate_targets(results)
     ]
