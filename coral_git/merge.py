@@ -66,6 +66,9 @@ class MergeSettings:
                 return self._parse(spec)
         return self._parse(self.strategy)
 
+    def strategy_for_spec(self, spec: str) -> Strategy:
+        return self._parse(spec)
+
     def _parse(self, spec: str) -> Strategy:
         s = self._cache.get(spec)
         if s is None:
@@ -230,16 +233,15 @@ def plan_merge(
 ) -> MergePlan:
     """Decide every tensor of a three-way merge (reads only skeletons, never tensor data).
 
-    ``resolutions`` are ``(glob, spec)`` choices made by ``git coral resolve``: they apply only to
-    what ``settings`` leaves conflicting, the latest first.
+    ``resolutions`` are ``(glob, spec)`` choices made by ``git coral resolve``, in the order they
+    were made. They apply only to what ``settings`` leaves conflicting: the first choice whose
+    glob matches and that decides the conflict wins.
     """
     plan = MergePlan(path, base, ours, theirs)
-    res = MergeSettings(settings.strategy, tuple(reversed(resolutions)), settings.params)
+    parser = MergeSettings(params=settings.params)
 
-    def strategy_for(name: str, first: Decision | Conflict) -> Strategy | None:
-        if not isinstance(first, Conflict) or not any(fnmatch.fnmatchcase(name, g) for g, _ in resolutions):
-            return None
-        return res.strategy_for(name)
+    def matching(name: str) -> list[Strategy]:
+        return [parser.strategy_for_spec(spec) for glob, spec in resolutions if fnmatch.fnmatchcase(name, glob)]
 
     # whole-file fast paths: one side unchanged, or both the same
     if ours.file_id == theirs.file_id or (base is not None and base.file_id == theirs.file_id):
@@ -249,43 +251,50 @@ def plan_merge(
         plan.whole = "theirs"
         return plan
     container = CONTAINERS.get(ours.format)
-    if container is None or theirs.format != ours.format or (base is not None and base.format != ours.format):
-        why = "the file changed on both sides" if container is not None else f"{ours.format} files are merged as a whole"
+    if container is None or theirs.format != ours.format:
+        why = f"{ours.format} files are merged as a whole"
         if theirs.format != ours.format:
             why = f"the file is {ours.format} in ours and {theirs.format} in theirs"
-        first = settings.strategy_for(FILE)
-        pick = first.pick or ((strategy_for(FILE, Conflict(FILE, why)) or first).pick)
-        if pick:
-            plan.whole = pick
+        picks = [s.pick for s in [settings.strategy_for(FILE), *matching(FILE)] if s.pick]
+        if picks:
+            plan.whole = picks[0]
         else:
             plan.conflicts.append(Conflict(FILE, why))
         return plan
+    if base is not None and base.format != ours.format:
+        base = None  # a base of another format says nothing about tensors: merge as add/add
     plan.container = container
     sides = container.load(store, path, base, ours, theirs)
     extra, extra_conflicts = container.merge_extra(sides, settings)
-    if extra_conflicts and resolutions:
-        extra2, left = container.merge_extra(sides, res)
-        names = {c.name for c in extra_conflicts}
-        if all(any(fnmatch.fnmatchcase(n, g) for g, _ in resolutions) for n in names):
-            extra, extra_conflicts = extra2, left
+    names = {c.name for c in extra_conflicts}
+    for glob, spec in resolutions if extra_conflicts else ():
+        if all(fnmatch.fnmatchcase(n, glob) for n in names):
+            extra2, left = container.merge_extra(sides, MergeSettings(spec, params=settings.params))
+            if not left:
+                extra, extra_conflicts = extra2, left
+                break
     plan.extra = extra
     plan.conflicts.extend(extra_conflicts)
     same = _Same(store, path, base, ours, theirs)
     b_items = container.items(base) if base is not None else {}
     o_items, t_items = container.items(ours), container.items(theirs)
-    names = list(o_items) + [n for n in t_items if n not in o_items] + [n for n in b_items if n not in o_items and n not in t_items]
-    for name in names:
+    names_in_order = list(o_items) + [n for n in t_items if n not in o_items]
+    names_in_order += [n for n in b_items if n not in o_items and n not in t_items]
+    for name in names_in_order:
         b, o, t = b_items.get(name), o_items.get(name), t_items.get(name)
         d = decide(name, b, o, t, same, settings.strategy_for(name))
-        alt = strategy_for(name, d)
-        if alt is not None:
-            d = decide(name, b, o, t, same, alt)
+        if isinstance(d, Conflict):
+            for alt in matching(name):
+                d2 = decide(name, b, o, t, same, alt)
+                if not isinstance(d2, Conflict):
+                    d = d2
+                    break
         if isinstance(d, Conflict):
             plan.conflicts.append(d)
         elif d.present:
             plan.decisions.append(d)
     if plan.clean:
-        container.check(plan, sides)
+        container.check(plan, sides, settings, resolutions)
     return plan
 
 
@@ -384,7 +393,7 @@ class Container:
         """Merge the non-tensor part; return it and its conflicts."""
         raise NotImplementedError
 
-    def check(self, plan: MergePlan, sides: object) -> None:
+    def check(self, plan: MergePlan, sides: object, settings: MergeSettings, resolutions: tuple[tuple[str, str], ...]) -> None:
         """Turn decisions the writer cannot honour into conflicts (appended to ``plan.conflicts``)."""
 
     def write(self, plan: MergePlan, store: ChunkStore, out: BinaryIO, block_bytes: int) -> None:
