@@ -3,7 +3,8 @@
 Objects go up self-contained. An object is uploaded as stored locally when its delta base is on the
 remote already or goes up in the same push (bases strictly first); a delta whose base is neither is
 re-encoded as a keyframe (``coral.pushEncoding = reencode``, the default) or its bases are added to
-the upload (``closure``). See docs/remote.md for the measurements behind the default.
+the upload (``closure``); ``keyframes`` re-encodes every delta (no chains on the remote at all).
+See docs/remote.md for the measurements behind the default.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def push_chunks(
     mode: str = "reencode",
 ) -> PushStats:
     """Upload every object of ``ids`` the remote lacks, bases before the deltas that use them."""
-    if mode not in ("reencode", "closure"):
-        raise UsageError(f"coral.pushEncoding = {mode!r}; use 'reencode' or 'closure'")
+    if mode not in ("reencode", "closure", "keyframes"):
+        raise UsageError(f"coral.pushEncoding = {mode!r}; use 'reencode', 'closure' or 'keyframes'")
     where = where or {}
     needed = list(dict.fromkeys(ids))
     stats = PushStats(needed=len(needed))
@@ -125,7 +126,7 @@ def push_chunks(
                 for cid in batch_ids[i : i + BATCH]:
                     data = _local(store, cid, remote, where)
                     hdr = unpack_header(cid, data)
-                    if hdr.base is not None and hdr.base not in done:
+                    if hdr.base is not None and (mode == "keyframes" or hdr.base not in done):
                         data = keyframe(store, cid, hdr.itemsize)  # its base will not be on the remote
                         stats.reencoded += 1
                     objs[cid] = data
