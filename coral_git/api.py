@@ -140,7 +140,7 @@ class ModelFile(Mapping[str, np.ndarray]):
         """A read-only zarr array over the tensor: slicing decodes only the chunks it touches."""
         import zarr
 
-        return zarr.open_array(store=TensorStore(self._view(name), self.source), mode="r")
+        return zarr.open_array(store=tensor_store(self._view(name), self.source), mode="r")
 
     def torch(self, name: str) -> Any:
         """The tensor as a torch tensor with its own dtype (bf16/fp8 exact); needs torch."""
@@ -437,12 +437,6 @@ def load_torch(path: str | os.PathLike[str], rev: str | None = "HEAD", *, repo: 
 # zarr: a read-only store over one tensor
 # ---------------------------------------------------------------------------------------------
 
-try:  # zarr is a dependency, but keep `import coral_git.api` cheap to fail usefully
-    from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
-except ImportError:  # pragma: no cover
-    Store = object  # type: ignore[assignment,misc]
-
-
 def zarr_layout(v: View) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype, bool]:
     """``(shape, chunk shape, numpy dtype, as_bytes)`` of the zarr array for a tensor.
 
@@ -468,131 +462,156 @@ def zarr_layout(v: View) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype, bo
     return v.shape, cs, numpy_dtype(v.dtype), False
 
 
-class TensorStore(Store):
-    """A read-only zarr v3 store holding one array: ``zarr.json`` from the pointer, chunks from the chunk store."""
+_store_class: type | None = None
 
-    supports_writes = False
-    supports_deletes = False
-    supports_listing = True
-    supports_partial_writes = False  # type: ignore[assignment]
 
-    def __init__(self, view: View, source: Source) -> None:
-        super().__init__(read_only=True)
-        self.view = view
-        self.source = source
-        self.shape, self.chunks, self.dtype, self.as_bytes = zarr_layout(view)
-        self.grid = tuple(-(-d // c) for d, c in zip(self.shape, self.chunks, strict=True))
-        fill: Any = False if self.dtype.kind == "b" else [0.0, 0.0] if self.dtype.kind == "c" else 0
-        meta = {
-            "zarr_format": 3,
-            "node_type": "array",
-            "shape": list(self.shape),
-            "data_type": self.dtype.name,
-            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(self.chunks)}},
-            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-            "fill_value": fill,
-            "codecs": [{"name": "bytes", "configuration": {"endian": "little"}} if self.dtype.itemsize > 1 else {"name": "bytes"}],
-            "attributes": {"coral": {"name": view.name, "dtype": view.dtype}},
-        }
-        self.meta = json.dumps(meta).encode()
+def tensor_store(view: View, source: Source) -> Any:
+    """A read-only zarr v3 store over one tensor (zarr is imported on first use)."""
+    global _store_class
+    if _store_class is None:
+        _store_class = _make_store_class()
+    return _store_class(view, source)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TensorStore) and other.view == self.view and other.source is self.source
 
-    __hash__ = None  # type: ignore[assignment]
+def _make_store_class() -> type:
+    from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 
-    def __str__(self) -> str:
-        return f"coral://{self.view.name}"
+    class TensorStore(Store):
+        """A read-only zarr v3 store holding one array: ``zarr.json`` from the pointer, chunks from the chunk store."""
 
-    def _chunk_index(self, key: str) -> int | None:
-        if key == "c" and not self.shape:
-            return 0
-        if not key.startswith("c/"):
-            return None
-        try:
-            idx = tuple(int(x) for x in key[2:].split("/"))
-        except ValueError:
-            return None
-        if len(idx) != len(self.grid) or any(not 0 <= i < g for i, g in zip(idx, self.grid, strict=True)):
-            return None
-        return int(np.ravel_multi_index(idx, self.grid)) if self.grid else 0
+        supports_writes = False
+        supports_deletes = False
+        supports_listing = True
+        supports_partial_writes = False  # type: ignore[assignment]
 
-    def _chunk_bytes(self, n: int) -> bytes:
-        cid = self.view.entry.chunks[n]
-        raw = self.source.get(cid, f"tensor {self.view.name}")
-        if self.as_bytes:
-            full = self.chunks[0]
-            return raw.tobytes() + bytes(full - raw.size)
-        arr = to_numpy(raw, self.view.dtype)
-        want = math.prod(self.chunks)
-        data = arr.tobytes()
-        if arr.size < want:  # an edge chunk: zarr wants it padded to the full chunk shape
-            data += bytes((want - arr.size) * self.dtype.itemsize)
-        return data
+        def __init__(self, view: View, source: Source) -> None:
+            super().__init__(read_only=True)
+            self.view = view
+            self.source = source
+            self.shape, self.chunks, self.dtype, self.as_bytes = zarr_layout(view)
+            self.grid = tuple(-(-d // c) for d, c in zip(self.shape, self.chunks, strict=True))
+            fill: Any = False if self.dtype.kind == "b" else [0.0, 0.0] if self.dtype.kind == "c" else 0
+            meta = {
+                "zarr_format": 3,
+                "node_type": "array",
+                "shape": list(self.shape),
+                "data_type": self.dtype.name,
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(self.chunks)}},
+                "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                "fill_value": fill,
+                "codecs": [{"name": "bytes", "configuration": {"endian": "little"}} if self.dtype.itemsize > 1 else {"name": "bytes"}],
+                "attributes": {"coral": {"name": view.name, "dtype": view.dtype}},
+            }
+            self.meta = json.dumps(meta).encode()
 
-    def _bytes(self, key: str) -> bytes | None:
-        if key == "zarr.json":
-            return self.meta
-        n = self._chunk_index(key)
-        if n is None:
-            return None
-        return self._chunk_bytes(n)
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, TensorStore) and other.view == self.view and other.source is self.source
 
-    async def get(self, key: str, prototype: Any = None, byte_range: ByteRequest | None = None) -> Any:
-        from zarr.core.buffer.core import default_buffer_prototype
+        __hash__ = None  # type: ignore[assignment]
 
-        prototype = prototype or default_buffer_prototype()
-        data = self._bytes(key)
-        if data is None:
-            return None
-        if isinstance(byte_range, RangeByteRequest):
-            data = data[byte_range.start : byte_range.end]
-        elif isinstance(byte_range, OffsetByteRequest):
-            data = data[byte_range.offset :]
-        elif isinstance(byte_range, SuffixByteRequest):
-            data = data[-byte_range.suffix :] if byte_range.suffix else b""
-        return prototype.buffer.from_bytes(data)
+        def __str__(self) -> str:
+            return f"coral://{self.view.name}"
 
-    async def get_partial_values(self, prototype: Any, key_ranges: Iterable[tuple[str, ByteRequest | None]]) -> list[Any]:
-        return [await self.get(k, prototype, r) for k, r in key_ranges]
+        def _chunk_index(self, key: str) -> int | None:
+            if key == "c" and not self.shape:
+                return 0
+            if not key.startswith("c/"):
+                return None
+            try:
+                idx = tuple(int(x) for x in key[2:].split("/"))
+            except ValueError:
+                return None
+            if len(idx) != len(self.grid) or any(not 0 <= i < g for i, g in zip(idx, self.grid, strict=True)):
+                return None
+            return int(np.ravel_multi_index(idx, self.grid)) if self.grid else 0
 
-    async def exists(self, key: str) -> bool:
-        return key == "zarr.json" or self._chunk_index(key) is not None
+        def _chunk_bytes(self, n: int) -> bytes:
+            cid = self.view.entry.chunks[n]
+            raw = self.source.get(cid, f"tensor {self.view.name}")
+            if self.as_bytes:
+                full = self.chunks[0]
+                return raw.tobytes() + bytes(full - raw.size)
+            arr = to_numpy(raw, self.view.dtype)
+            want = math.prod(self.chunks)
+            data = arr.tobytes()
+            if arr.size < want:  # an edge chunk: zarr wants it padded to the full chunk shape
+                data += bytes((want - arr.size) * self.dtype.itemsize)
+            return data
 
-    async def set(self, key: str, value: Any) -> None:
-        raise CoralError("coral zarr stores are read-only")
+        def _bytes(self, key: str) -> bytes | None:
+            if key == "zarr.json":
+                return self.meta
+            n = self._chunk_index(key)
+            if n is None:
+                return None
+            return self._chunk_bytes(n)
 
-    async def delete(self, key: str) -> None:
-        raise CoralError("coral zarr stores are read-only")
+        async def get(self, key: str, prototype: Any = None, byte_range: ByteRequest | None = None) -> Any:
+            from zarr.core.buffer.core import default_buffer_prototype
 
-    def _keys(self) -> Iterator[str]:
-        yield "zarr.json"
-        if not self.shape:
-            yield "c"
-            return
-        for idx in np.ndindex(*self.grid):
-            yield "c/" + "/".join(map(str, idx))
+            prototype = prototype or default_buffer_prototype()
+            data = self._bytes(key)
+            if data is None:
+                return None
+            if isinstance(byte_range, RangeByteRequest):
+                data = data[byte_range.start : byte_range.end]
+            elif isinstance(byte_range, OffsetByteRequest):
+                data = data[byte_range.offset :]
+            elif isinstance(byte_range, SuffixByteRequest):
+                data = data[-byte_range.suffix :] if byte_range.suffix else b""
+            return prototype.buffer.from_bytes(data)
 
-    async def list(self) -> AsyncIterator[str]:
-        for k in self._keys():
-            yield k
+        async def get_partial_values(self, prototype: Any, key_ranges: Iterable[tuple[str, ByteRequest | None]]) -> list[Any]:
+            return [await self.get(k, prototype, r) for k, r in key_ranges]
 
-    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        for k in self._keys():
-            if k.startswith(prefix):
+        async def exists(self, key: str) -> bool:
+            return key == "zarr.json" or self._chunk_index(key) is not None
+
+        async def set(self, key: str, value: Any) -> None:
+            raise CoralError("coral zarr stores are read-only")
+
+        async def delete(self, key: str) -> None:
+            raise CoralError("coral zarr stores are read-only")
+
+        def _keys(self) -> Iterator[str]:
+            yield "zarr.json"
+            if not self.shape:
+                yield "c"
+                return
+            for idx in np.ndindex(*self.grid):
+                yield "c/" + "/".join(map(str, idx))
+
+        async def list(self) -> AsyncIterator[str]:
+            for k in self._keys():
                 yield k
 
-    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        prefix = prefix.rstrip("/")
-        seen = set()
-        for k in self._keys():
-            if prefix and not k.startswith(prefix + "/"):
-                continue
-            rest = k[len(prefix) + 1 :] if prefix else k
-            head = rest.split("/", 1)[0]
-            if head not in seen:
-                seen.add(head)
-                yield head
+        async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+            for k in self._keys():
+                if k.startswith(prefix):
+                    yield k
+
+        async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+            prefix = prefix.rstrip("/")
+            seen = set()
+            for k in self._keys():
+                if prefix and not k.startswith(prefix + "/"):
+                    continue
+                rest = k[len(prefix) + 1 :] if prefix else k
+                head = rest.split("/", 1)[0]
+                if head not in seen:
+                    seen.add(head)
+                    yield head
+
+    return TensorStore
 
 
-__all__ = ["Change", "ModelFile", "TensorInfo", "TensorStore", "changes", "diff", "history", "load_torch", "open", "open_file", "tensor_summary", "tensor_table"]
+def __getattr__(name: str) -> Any:
+    if name == "TensorStore":
+        global _store_class
+        if _store_class is None:
+            _store_class = _make_store_class()
+        return _store_class
+    raise AttributeError(name)
+
+
+__all__ = ["Change", "ModelFile", "TensorInfo", "changes", "diff", "history", "load_torch", "open", "open_file", "tensor_store", "tensor_summary", "tensor_table"]

@@ -526,7 +526,7 @@ class PairStats:
     max_abs: float = 0.0
 
     def add_same(self, x: np.ndarray) -> None:
-        s = float(np.dot(x, x))
+        s = _dot(x, x)
         self.n += x.size
         self.sq_old += s
         self.sq_new += s
@@ -534,16 +534,31 @@ class PairStats:
 
     def add(self, a: np.ndarray, b: np.ndarray, differ: np.ndarray) -> None:
         self.n += a.size
-        self.sq_old += float(np.dot(a, a))
-        self.sq_new += float(np.dot(b, b))
-        self.dot += float(np.dot(a, b))
-        if differ.any():
+        self.sq_old += _dot(a, a)
+        self.sq_new += _dot(b, b)
+        self.dot += _dot(a, b)
+        k = int(np.count_nonzero(differ))
+        if not k:
+            return
+        self.changed += k
+        if 4 * k > a.size:
+            d = b - a  # identical bits subtract to 0, except inf/nan: masked below when present
+            sq = _dot(d, d)
+            if not math.isfinite(sq):
+                d = np.where(differ, d, 0.0)
+                sq = _dot(d, d)
+        else:
             d = b[differ] - a[differ]
-            self.changed += int(np.count_nonzero(differ))
-            self.sq_delta += float(np.dot(d, d))
-            m = float(np.max(np.abs(d)))
-            if m > self.max_abs or math.isnan(m):
-                self.max_abs = m
+            sq = _dot(d, d)
+        self.sq_delta += sq
+        m = max(float(d.max()), -float(d.min()))
+        if m > self.max_abs or math.isnan(m):
+            self.max_abs = m
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """float64 dot product without BLAS (BLAS threads thrash on busy machines for vectors this size)."""
+    return float(np.einsum("i,i->", a, b))
 
 
 def _uint(elem: int) -> str:
@@ -603,7 +618,7 @@ class ValueStats:
             if not x.size:
                 return
             self.total += float(x.sum())
-            self.sq += float(np.dot(x, x))
+            self.sq += _dot(x, x)
             self.lo = min(self.lo, float(x.min()))
             self.hi = max(self.hi, float(x.max()))
             self.zeros += x.size - int(np.count_nonzero(x))
