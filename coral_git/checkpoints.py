@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import install
 from . import pointer as ptr
@@ -60,6 +61,7 @@ class CheckpointInfo:
     monitor: tuple[str, str] | None = None
     tags: list[str] = field(default_factory=list)
     subject: str = ""
+    extra: Any = None  # what the run's extra_state() returned (filled in by load_checkpoint)
 
     def as_dict(self) -> dict:
         return {
@@ -482,6 +484,16 @@ class BranchWriter:
             else:
                 updates.append((ref, target, None))
         update_refs(self.repo, updates, message)
+
+    def detach(self, commit: str) -> str:
+        """``commit`` re-created without parents (same tree, message and signatures), so that a tag on it
+        does not keep the checkpoints before it alive."""
+        import pygit2
+
+        c = self.repo.pygit[commit].peel(pygit2.Commit)
+        if not c.parents:
+            return commit
+        return str(self.repo.pygit.create_commit(None, c.author, c.committer, c.message, c.tree_id, []))
 
     def keep_last(self, keep: int) -> dict[str, str]:
         """Rewrite the branch so it holds only its newest ``keep`` checkpoints; return old → new ids.

@@ -326,6 +326,10 @@ def test_keep_last_as_branch_keeps_best_alive(repo: Path) -> None:
     info = load_checkpoint(repo, fresh, best="loss")
     assert info.epoch == 2 and torch.all(fresh.weight == 2)
     assert git(repo, "log", "-1", "--format=%s", "best/loss/1").startswith("checkpoint epoch 2")
+    assert git(repo, "rev-list", "--count", "best/loss/1") == "1\n"  # it no longer holds epoch 1 alive
+    # nothing but the reflog reaches epochs 1 and 3 any more
+    reachable = git(repo, "rev-list", "--all").split()
+    assert len([c for c in reachable if "Coral-Checkpoint" in git(repo, "log", "-1", "--format=%B", c)]) == 3
 
 
 def test_step_and_time_policies(repo: Path) -> None:

@@ -305,7 +305,7 @@ def load_checkpoint(
         set_rng_state(training["rng"])
     info.epoch = training.get("epoch", info.epoch)
     info.step = training.get("step", info.step)
-    info.extra = training.get("extra")  # type: ignore[attr-defined]
+    info.extra = training.get("extra")
     info.tags = sorted(ck.tags_by_commit(repo).get(commit, []))
     return info
 
@@ -369,6 +369,7 @@ class CheckpointManager:
             ranked = ck.rank(self._history, mon, self.policy.mode)
             self._best_seen = float(ranked[0].metrics[mon]) if ranked else None
         self._error: BaseException | None = None
+        self._dropped = 0
         self._closed = False
         self._async = async_
         self._queue: queue.Queue[_Job | None] | None = None
@@ -503,8 +504,12 @@ class CheckpointManager:
                     if target not in on_branch:
                         on_branch.add(target)
                         candidates.append(ck.commit_info(writer.repo, target))
+            on_branch = {i.commit for i in self._history}
             for n, info in enumerate(ck.rank(candidates, p.monitor, p.mode)[: p.keep_best], 1):
-                wanted[f"{prefix}{n}"] = info.commit
+                target = info.commit
+                if p.keep_last and p.keep_last_as == "branch" and target not in on_branch:
+                    target = writer.detach(target)  # off the branch: held alone, not with its ancestors
+                wanted[f"{prefix}{n}"] = target
         writer.move_tags(wanted, f"coral checkpoint tags after {commit[:12]}")
         return commit, sorted(k for k, v in wanted.items() if v == commit)
 
@@ -517,7 +522,8 @@ class CheckpointManager:
                 if job is None:
                     return
                 if self._error is not None:
-                    continue  # after a failure, later saves are dropped until the error is raised
+                    self._dropped += 1  # after a failure, later saves are dropped until the error is raised
+                    continue
                 if writer is None:
                     writer = ck.BranchWriter(self.repo_dir, self.branch)
                 self._commit(writer, job)
@@ -530,10 +536,11 @@ class CheckpointManager:
     def _raise_pending(self) -> None:
         exc = self._error
         if exc is not None:
+            dropped, self._dropped = self._dropped, 0
             self._error = None
-            if isinstance(exc, CheckpointError):
-                raise CheckpointError(f"background checkpoint failed: {exc}") from exc
-            raise CheckpointError(f"background checkpoint failed: {type(exc).__name__}: {exc}") from exc
+            what = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
+            more = f" ({dropped} later checkpoint(s) dropped)" if dropped else ""
+            raise CheckpointError(f"background checkpoint failed: {what}{more}") from exc
 
     def flush(self) -> None:
         """Wait until every queued checkpoint is committed; raise if one failed."""
