@@ -7,7 +7,9 @@ Resolution, for git remote ``NAME``:
 
 1. ``git config coral.remote.NAME.url`` (set with ``git coral remote set NAME URL``): a path,
    ``file://`` URL or ``s3://bucket/prefix``;
-2. else, when the remote's own URL is a local path or ``file://`` URL: the ``coral/`` store inside
+2. else the same key in a committed ``.coralconfig`` file (git config syntax; read from the work
+   tree, else from ``HEAD:.coralconfig``), so that a fresh clone finds the store by itself;
+3. else, when the remote's own URL is a local path or ``file://`` URL: the ``coral/`` store inside
    that repository (``<repo>/coral`` for a bare repository, ``<repo>/.git/coral`` otherwise).
 
 Every object on a remote is self-contained: a delta's base is uploaded before the delta (or the
@@ -175,11 +177,11 @@ class S3Remote(RemoteStore):
     def _key(self, cid: str) -> str:
         return f"{self.prefix}/{object_key(cid)}" if self.prefix else object_key(cid)
 
-    def _run(self, coro):
+    def _run(self, fn, *args):
         from fsspec.asyn import sync
 
         try:
-            return sync(self.fs.loop, coro)
+            return sync(self.fs.loop, fn, *args)
         except RemoteError:
             raise
         except UsageError:
@@ -217,7 +219,7 @@ class S3Remote(RemoteStore):
                     raise
                 return False
 
-        found = self._run(self._gather(head, ids))
+        found = self._run(self._gather, head, ids)
         return {c for c, ok in zip(ids, found, strict=True) if ok}
 
     def _list_all(self) -> set[str]:
@@ -241,7 +243,7 @@ class S3Remote(RemoteStore):
                     return out
                 token = resp.get("NextContinuationToken")
 
-        return self._run(listing())
+        return self._run(listing)
 
     def upload(self, cid: str, data: bytes) -> None:
         self.upload_many({cid: data})
@@ -256,7 +258,7 @@ class S3Remote(RemoteStore):
             await fs._call_s3("put_object", Bucket=self.bucket, Key=self._key(cid), Body=data)
             self.bytes_up += len(data)
 
-        self._run(self._gather(put, list(objs.items())))
+        self._run(self._gather, put, list(objs.items()))
 
     def download(self, ids: list[str]) -> dict[str, bytes]:
         fs = self.fs
@@ -270,7 +272,7 @@ class S3Remote(RemoteStore):
             self.bytes_down += len(data)
             return data
 
-        return dict(zip(ids, self._run(self._gather(get, ids)), strict=True))
+        return dict(zip(ids, self._run(self._gather, get, ids), strict=True))
 
 
 def _s3_error(exc: BaseException, remote: RemoteStore) -> RemoteError:
@@ -306,6 +308,17 @@ def _s3_error(exc: BaseException, remote: RemoteStore) -> RemoteError:
 # -- resolution ---------------------------------------------------------------------------------
 def _git_config(key: str, cwd: Path | None) -> str | None:
     proc = subprocess.run(["git", "config", "--get", key], cwd=cwd, capture_output=True)
+    out = proc.stdout.decode(errors="surrogateescape").strip()
+    return out if proc.returncode == 0 and out else None
+
+
+def shared_config(key: str, cwd: Path | None, worktree: Path | None) -> str | None:
+    """``key`` from the committed ``.coralconfig`` (work tree first, else HEAD's blob)."""
+    if worktree is not None and (worktree / ".coralconfig").is_file():
+        args = ["git", "config", "--file", str(worktree / ".coralconfig"), "--get", key]
+    else:
+        args = ["git", "config", "--blob", "HEAD:.coralconfig", "--get", key]
+    proc = subprocess.run(args, cwd=cwd, capture_output=True)
     out = proc.stdout.decode(errors="surrogateescape").strip()
     return out if proc.returncode == 0 and out else None
 
@@ -351,7 +364,9 @@ def store_for_url(name: str, url: str, base: Path | None) -> RemoteStore:
 def resolve(repo, name: str, url: str | None = None) -> RemoteStore:
     """The chunk store of git remote ``name`` (whose git URL may be passed, as pre-push does)."""
     cwd = repo.worktree or repo.git_dir
-    configured = _git_config(f"coral.remote.{name}.url", cwd)
+    configured = _git_config(f"coral.remote.{name}.url", cwd) or shared_config(
+        f"coral.remote.{name}.url", cwd, repo.worktree
+    )
     if configured:
         return store_for_url(name, configured, cwd)
     git_url = _git_config(f"remote.{name}.url", cwd) or url

@@ -96,7 +96,8 @@ def push_versions(repo: Path, tmp_path: Path, prefix: str, n: int) -> tuple[Path
     for key, value in {**CONFIG, "coral.chunkSize": "65536"}.items():
         git(tmp_path, "config", "--global", key, value)
     git(repo, "remote", "add", "origin", str(bare))
-    coral(repo, "remote", "set", "origin", url)
+    coral(repo, "remote", "set", "--shared", "origin", url)  # .coralconfig: clones find the store
+    git(repo, "add", ".coralconfig")
     state = make_state(seed=3)
     shas = []
     for v in range(n):
@@ -117,14 +118,13 @@ def test_s3_push_clone_and_lazy_checkout_of_an_old_revision(repo: Path, s3, tmp_
     objs = remote_objects(s3, prefix)
     local = set(LooseObjects(repo / ".git" / "coral" / "objects").ids())
     assert set(objs) == local  # every version pushed, nothing else
-    url = f"s3://{BUCKET}/{prefix}"
-    # a fresh clone checks out the latest version, fetching on demand
+    # a fresh clone checks out the latest version, fetching on demand from the store in .coralconfig
     full = tmp_path / "full"
-    git(tmp_path, "clone", "-q", "-c", f"coral.remote.origin.url={url}", str(bare), str(full))
+    git(tmp_path, "clone", "-q", str(bare), str(full))
     assert sha256(full / "model.safetensors") == shas[-1]
     # pointers only, then one old revision: only its chunks (and their delta bases) come down
     lazy = tmp_path / "lazy"
-    git(tmp_path, "clone", "-q", "-c", f"coral.remote.origin.url={url}", str(bare), str(lazy), env={"CORAL_SKIP_SMUDGE": "1"})
+    git(tmp_path, "clone", "-q", str(bare), str(lazy), env={"CORAL_SKIP_SMUDGE": "1"})
     store = lazy / ".git" / "coral" / "objects"
     assert LooseObjects(store).ids() == []
     proc = subprocess.run(["git", "checkout", "HEAD~2", "--", "model.safetensors"], cwd=lazy, capture_output=True, text=True)

@@ -32,14 +32,22 @@ def register(app: typer.Typer) -> None:
     def remote_set(
         name: Annotated[str, typer.Argument(help="The git remote, e.g. origin.")],
         url: Annotated[str, typer.Argument(help="A directory, file:// URL or s3://bucket/prefix.")],
+        shared: Annotated[bool, typer.Option("--shared", help="Write it to .coralconfig (commit that file) so clones find it.")] = False,
     ) -> None:
-        """Store the chunks of git remote NAME at URL (written to git config coral.remote.NAME.url)."""
+        """Store the chunks of git remote NAME at URL (git config coral.remote.NAME.url)."""
+        from ..errors import UsageError
         from ..remote import store_for_url
         from ..repo import git
 
         repo = _repo()
         cwd = repo.worktree or repo.git_dir
         store_for_url(name, url, cwd)  # validates the URL
+        if shared:
+            if repo.worktree is None:
+                raise UsageError("--shared needs a work tree")
+            git("config", "--file", str(repo.worktree / ".coralconfig"), f"coral.remote.{name}.url", url, cwd=cwd)
+            print(f"chunks of remote '{name}' go to {url} (in .coralconfig: commit it)", file=sys.stderr)
+            return
         git("config", f"coral.remote.{name}.url", url, cwd=cwd)
         print(f"chunks of remote '{name}' go to {url}", file=sys.stderr)
 
