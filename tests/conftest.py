@@ -1,0 +1,98 @@
+"""Shared fixtures: real git repositories in temp dirs, with coral initialised, and model makers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "coral-test",
+    "GIT_AUTHOR_EMAIL": "coral@example.com",
+    "GIT_COMMITTER_NAME": "coral-test",
+    "GIT_COMMITTER_EMAIL": "coral@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own HOME (no user git config leaks in) and fixed identities."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    for k, v in GIT_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    monkeypatch.delenv("GIT_WORK_TREE", raising=False)
+    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
+
+
+def git(repo: Path, *args: str, check: bool = True, input: bytes | None = None, env: dict | None = None) -> str:
+    """Run the real git binary in ``repo``; return stdout; fail the test with stderr on error."""
+    proc = subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, input=input, env={**os.environ, **(env or {})}
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr.decode(errors='replace')}")
+    return proc.stdout.decode(errors="replace")
+
+
+def coral(repo: Path, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run ``git coral …`` in ``repo``."""
+    proc = subprocess.run(["git", "coral", *args], cwd=repo, capture_output=True, input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git coral {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr.decode(errors='replace')}")
+    return proc
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A fresh repository with ``git coral init`` done and one empty commit."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q")
+    coral(path, "init")
+    git(path, "add", ".gitattributes")
+    git(path, "commit", "-qm", "init coral")
+    return path
+
+
+def make_state(seed: int = 0, layers: int = 4, width: int = 256, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """A small MLP-like state dict of numpy arrays."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for i in range(layers):
+        out[f"layers.{i}.weight"] = (rng.standard_normal((width, width)) * 0.02).astype(dtype)
+        out[f"layers.{i}.bias"] = np.zeros(width, dtype=dtype)
+    out["head.weight"] = (rng.standard_normal((10, width)) * 0.02).astype(dtype)
+    return out
+
+
+def perturb(state: dict[str, np.ndarray], seed: int, scale: float = 1e-3, keys: Callable[[str], bool] | None = None) -> dict[str, np.ndarray]:
+    """A 'next epoch': every (selected) tensor nudged by relative noise."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, v in state.items():
+        if keys is None or keys(k):
+            noise = rng.standard_normal(v.shape).astype(np.float32) * scale
+            out[k] = (v.astype(np.float32) * (1 + noise) + noise * 0.01).astype(v.dtype)
+        else:
+            out[k] = v.copy()
+    return out
+
+
+def save_safetensors(path: Path, state: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> Path:
+    from safetensors.numpy import save_file
+
+    save_file(state, str(path), metadata=metadata)
+    return path
