@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -30,7 +31,7 @@ def test_chunks_tile_the_tensor_on_a_regular_grid(shape: tuple[int, ...], dtype:
         assert ranges == []
         return
     assert ranges[0][0] == 0 and ranges[-1][1] == nbytes
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
     cs = chunk_shape(shape, itemsize(dtype), target)
     grid = [math.ceil(s / c) for s, c in zip(shape, cs, strict=True)]
     assert len(ranges) == math.prod(grid)
