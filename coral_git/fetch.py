@@ -38,20 +38,21 @@ class FetchStats:
         return f"fetched {self.objects} object(s), {self.bytes / 1e6:.1f} MB from {remote.describe()}"
 
 
-def progress_bar(what: str):
-    """A rich progress bar on stderr (silent when stderr is not a terminal)."""
+def progress_bar(what: str, enabled: bool = True):
+    """A rich progress bar on stderr (silent when stderr is not a terminal or ``enabled`` is false)."""
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
     return Progress(
         TextColumn(f"coral: {what}"),
         BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        MofNCompleteColumn(),
+        TextColumn("objects, {task.fields[mb]:.1f} MB"),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not console.is_terminal,
+        disable=not (enabled and console.is_terminal),
     )
 
 
@@ -65,8 +66,8 @@ def fetch_objects(store: ChunkStore, remote: RemoteStore, ids: Iterable[str], *,
     staging = LooseObjects(staging_dir)
     headers: dict[str, ObjectHeader] = {}
     try:
-        with progress_bar(f"fetching from {remote.name}") as bar:
-            task = bar.add_task("fetch", total=None)
+        with progress_bar(f"fetching from {remote.name}", progress) as bar:
+            task = bar.add_task("fetch", total=len(want), mb=0.0)
             while want:
                 nxt: list[str] = []
                 for i in range(0, len(want), BATCH):
@@ -77,10 +78,11 @@ def fetch_objects(store: ChunkStore, remote: RemoteStore, ids: Iterable[str], *,
                         headers[cid] = hdr
                         stats.objects += 1
                         stats.bytes += len(data)
-                        bar.update(task, advance=len(data))
+                        bar.update(task, advance=1, mb=stats.bytes / 1e6)
                         if hdr.base and hdr.base not in headers and not store.has(hdr.base):
                             nxt.append(hdr.base)
                 want = [c for c in dict.fromkeys(nxt) if c not in headers]
+                bar.update(task, total=stats.objects + len(want))
         _install(store, staging, headers, remote)
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)

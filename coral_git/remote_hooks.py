@@ -118,7 +118,7 @@ def push_chunks(
         depth(cid)
     done: set[str] = set(present)
     with progress_bar(f"pushing to {remote.name}") as bar:
-        task = bar.add_task("push", total=None)
+        task = bar.add_task("push", total=len(todo), mb=0.0)
         for lvl in range(max(level.values()) + 1):
             batch_ids = [c for c in todo if level[c] == lvl]
             for i in range(0, len(batch_ids), BATCH):
@@ -134,7 +134,7 @@ def push_chunks(
                 done.update(objs)
                 stats.uploaded += len(objs)
                 stats.bytes += sum(len(d) for d in objs.values())
-                bar.update(task, advance=sum(len(d) for d in objs.values()))
+                bar.update(task, advance=len(objs), mb=stats.bytes / 1e6)
     return stats
 
 
