@@ -4,10 +4,13 @@ the files and revisions that need them, moves damaged objects aside and exits no
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import coral, git, make_state, perturb, save_safetensors
+from conftest import GIT_ENV, coral, git, make_state, perturb, save_safetensors
 
 from coral_git import pointer as ptr
 from coral_git.fsck import fsck
@@ -17,8 +20,47 @@ from coral_git.store import packs
 MODEL = "model.safetensors"
 
 
+@contextmanager
+def isolated_git(home: Path) -> Iterator[None]:
+    """The conftest isolation (own HOME, fixed identity) for module-scoped fixtures."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+        for k, v in GIT_ENV.items():
+            mp.setenv(k, v)
+        mp.delenv("GIT_DIR", raising=False)
+        mp.delenv("GIT_WORK_TREE", raising=False)
+        (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
+        yield
+
+
+def new_repo(path: Path) -> Path:
+    path.mkdir()
+    git(path, "init", "-q")
+    coral(path, "init")
+    git(path, "add", ".gitattributes")
+    git(path, "commit", "-qm", "init coral")
+    return path
+
+
+def copy_repo(template: Path, dest: Path) -> Path:
+    """A private copy of a template repository (built once per module: tests stay quick)."""
+    shutil.copytree(template, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def two_versions_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with isolated_git(tmp_path_factory.mktemp("home")):
+        return build_two_versions(new_repo(tmp_path_factory.mktemp("tpl") / "repo"))
+
+
 @pytest.fixture
-def two_versions(repo: Path) -> Path:
+def two_versions(two_versions_template: Path, tmp_path: Path) -> Path:
+    return copy_repo(two_versions_template, tmp_path / "repo")
+
+
+def build_two_versions(repo: Path) -> Path:
     state = make_state(0, layers=2, width=96)
     save_safetensors(repo / MODEL, state)
     git(repo, "add", MODEL)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import coral, git, make_state, perturb, save_safetensors, sha256
+from conftest import GIT_ENV, coral, git, make_state, perturb, save_safetensors, sha256
 
 from coral_git import pointer as ptr
 from coral_git.gc import clean_temp, configured_expire, gc, parse_expire
@@ -15,6 +18,35 @@ from coral_git.repo import find_repo
 from coral_git.store.packs import inventory
 
 MODEL = "model.safetensors"
+
+
+@contextmanager
+def isolated_git(home: Path) -> Iterator[None]:
+    """The conftest isolation (own HOME, fixed identity) for module-scoped fixtures."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+        for k, v in GIT_ENV.items():
+            mp.setenv(k, v)
+        mp.delenv("GIT_DIR", raising=False)
+        mp.delenv("GIT_WORK_TREE", raising=False)
+        (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
+        yield
+
+
+def new_repo(path: Path) -> Path:
+    path.mkdir()
+    git(path, "init", "-q")
+    coral(path, "init")
+    git(path, "add", ".gitattributes")
+    git(path, "commit", "-qm", "init coral")
+    return path
+
+
+def copy_repo(template: Path, dest: Path) -> Path:
+    """A private copy of a template repository (built once per module: tests stay quick)."""
+    shutil.copytree(template, dest, symlinks=True)
+    return dest
 
 
 def write(repo: Path, seed: int, name: str = MODEL) -> str:
@@ -80,9 +112,20 @@ def drop_branch(repo: Path, branch: str) -> None:
     git(repo, "reflog", "expire", "--expire=now", "--all")
 
 
-@pytest.fixture
-def history(repo: Path) -> tuple[Path, dict[str, str], set[str]]:
+@pytest.fixture(scope="module")
+def history_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], set[str]]:
     """main: v1, v2; branch 'side' (deleted): v3 on top of v1 — so v1's chunks are deltas against v3's."""
+    with isolated_git(tmp_path_factory.mktemp("home")):
+        return build_history(new_repo(tmp_path_factory.mktemp("tpl") / "repo"))
+
+
+@pytest.fixture
+def history(history_template, tmp_path: Path) -> tuple[Path, dict[str, str], set[str]]:
+    template, expected, side = history_template
+    return copy_repo(template, tmp_path / "repo"), expected, side
+
+
+def build_history(repo: Path) -> tuple[Path, dict[str, str], set[str]]:
     expected = {}
     expected["v1"] = commit(repo, 1, "v1")
     git(repo, "tag", "t1")
@@ -289,3 +332,17 @@ def test_bad_prune_is_one_line(repo: Path) -> None:
     assert proc.returncode == 2
     err = proc.stderr.decode().strip().splitlines()
     assert len(err) == 1 and "cannot understand" in err[0]
+
+
+def test_storing_present_content_again_freshens_it(history) -> None:
+    """A `git add` that finds its chunk already stored (but old and unreachable) renews it, so a gc
+    running before the commit does not take it (git's freshen)."""
+    repo, _, side = history
+    needed = with_bases(repo, chunks_of(repo, "t1") | chunks_of(repo, "t2"))
+    age_store(repo)
+    store = find_repo(repo).store
+    readded, other = sorted(side - needed)[:2]
+    assert store.put(store.get(readded), 4) is False  # present: nothing written, only freshened
+    run_gc(repo, "2.weeks.ago")
+    left = objects(repo)
+    assert readded in left and other not in left

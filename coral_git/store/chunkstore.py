@@ -123,7 +123,7 @@ class ChunkStore:
         version is re-encoded as a delta against this one if it gets smaller that way.
         """
         cid = cid or chunk_id(raw)
-        if self.has(cid):
+        if self.has(cid) and self._freshen(cid):
             return False
         plain = self._codec(KEYFRAME_CODEC).encode(raw, itemsize)
         code = KEYFRAME_CODEC
@@ -135,6 +135,17 @@ class ChunkStore:
         if rewrite:
             self._rewrite_base(base, rewrite[1], rewrite[0], cid)  # type: ignore[arg-type]
         return True
+
+    def _freshen(self, cid: str) -> bool:
+        """Mark a present object as just stored, so gc's grace period covers the add that needs it
+        (git's "freshen"). False when its loose file vanished meanwhile (gc took it): store it again."""
+        try:
+            os.utime(self.loose.path(cid))
+            return True
+        except FileNotFoundError:
+            return any(s.has(cid) for s in self.sources if s is not self.loose)
+        except OSError:
+            return True  # not ours to touch (read-only or shared store): it is there
 
     def _plan_rewrite(self, raw: np.ndarray, itemsize: int, base: str) -> tuple[bytes, ObjectHeader] | None:
         """Encode ``base`` as a delta against ``raw``; return it when it beats the stored form."""
