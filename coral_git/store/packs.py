@@ -184,8 +184,8 @@ class PackSource:
         packs.sort(key=lambda p: p.mtime, reverse=True)  # newest first, like git
         self.packs = packs
         self.broken = broken
-        for p in known.values():
-            p.close()
+        # packs that vanished are not closed here: another thread may be reading one right now;
+        # the mapping is released when the last reference goes
         return vanished
 
     def locate(self, cid: str) -> tuple[Pack, Entry] | None:
