@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,41 @@ def test_push_of_an_old_revision_is_self_contained(shared: tuple[Path, Path, lis
             assert got == set(ids) and stats.reencoded == len(deltas), mode
         again = push_chunks(r.store, PathRemote("t", dest), ids, where=where, mode=mode)
         assert again.uploaded == 0
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB tmpfs (needs root, as here and in CI); unmounted afterwards."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_on_the_remote_and_locally(shared: tuple[Path, Path, list[str]], small_fs: Path) -> None:
+    repo, bare, _shas = shared
+    save_safetensors(repo / "big.safetensors", make_state(seed=8, width=512))  # 4 MB: more than fits
+    git(repo, "add", "big.safetensors")
+    git(repo, "commit", "-qm", "big")
+    full = small_fs / "full.git"
+    git(small_fs, "init", "-q", "--bare", str(full))
+    git(repo, "remote", "add", "full", str(full))
+    proc = subprocess.run(["git", "push", "full", "main"], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: coral")]
+    assert len(lines) == 1 and "is full" in lines[0] and "remote 'full'" in lines[0]
+    assert not [p for p in (full / "coral").rglob(".tmp-*")]  # no temp file left behind
+    git(repo, "push", "-q", "origin", "main")
+    subprocess.run(["rm", "-rf", str(full)], check=True)
+    clone = small_fs / "clone"
+    proc = subprocess.run(["git", "clone", "-q", str(bare), str(clone)], capture_output=True, text=True)
+    assert proc.returncode != 0
+    msgs = [ln for ln in proc.stderr.splitlines() if ln.startswith("coral:")]
+    assert msgs and "disk full" in msgs[0] and "free space" in msgs[0]
+    big = clone / "big.safetensors"
+    assert not big.exists() or big.read_bytes().startswith(b"coral-pointer") or big.stat().st_size == 0
