@@ -31,6 +31,7 @@ from .formats.layout import itemsize
 from .merge_strategies import Strategy, compute_dtype, from_float, is_float, parse_spec, to_float
 from .pointer import Pointer, TensorEntry
 from .repo import Repo
+from .smudge import decoded_chunks
 from .store.chunkstore import ChunkStore
 from .store.recent import RecentTensors
 
@@ -250,7 +251,7 @@ def plan_merge(
     if base is not None and base.file_id == ours.file_id:
         plan.whole = "theirs"
         return plan
-    container = CONTAINERS.get(ours.format)
+    container = container_for(ours.format)
     if container is None or theirs.format != ours.format:
         why = f"{ours.format} files are merged as a whole"
         if theirs.format != ours.format:
@@ -303,12 +304,18 @@ def plan_merge(
 # ---------------------------------------------------------------------------------------------
 
 
+DECODE_WORKERS = 2  # chunks decoded ahead on a small pool (2 × workers in flight per tensor)
+
+
+def _decoded(store: ChunkStore, e: TensorEntry, context: str) -> Iterator[np.ndarray]:
+    return decoded_chunks(store, [(c, f"tensor {e.name}") for c in e.chunks], context, DECODE_WORKERS)
+
+
 class TensorReader:
-    """Sequential reads of one stored tensor's bytes, holding at most one chunk."""
+    """Sequential reads of one stored tensor's bytes, decoding a few chunks ahead."""
 
     def __init__(self, store: ChunkStore, entry: TensorEntry, context: str) -> None:
-        self._chunks = iter(entry.chunks)
-        self._store = store
+        self._chunks = _decoded(store, entry, context)
         self._context = context
         self._buf = np.empty(0, dtype=np.uint8)
 
@@ -316,10 +323,10 @@ class TensorReader:
         parts: list[np.ndarray] = []
         while n:
             if self._buf.size == 0:
-                cid = next(self._chunks, None)
-                if cid is None:
+                chunk = next(self._chunks, None)
+                if chunk is None:
                     raise MergeError(f"{self._context}: tensor data ends early")
-                self._buf = self._store.get(cid, self._context)
+                self._buf = chunk
             take = min(n, self._buf.size)
             parts.append(self._buf[:take])
             self._buf = self._buf[take:]
@@ -331,8 +338,7 @@ class TensorReader:
 
 def entry_pieces(store: ChunkStore, e: TensorEntry, context: str) -> Iterator[np.ndarray]:
     """The raw bytes of a stored tensor, chunk by chunk."""
-    for c in e.chunks:
-        yield store.get(c, f"{context}: tensor {e.name}")
+    return _decoded(store, e, context)
 
 
 def combined_pieces(store: ChunkStore, d: Decision, context: str, block_bytes: int) -> Iterator[np.ndarray]:
@@ -341,12 +347,11 @@ def combined_pieces(store: ChunkStore, d: Decision, context: str, block_bytes: i
     dtype, nbytes = d.ours.dtype, d.ours.nbytes
     size = itemsize(dtype)
     block = max(size, block_bytes // size * size)
-    ctx = f"{context}: tensor {d.name}"
 
     def blocks() -> Iterator[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
         use_base = d.base is not None and d.strategy is not None and d.strategy.needs_base
-        rb = TensorReader(store, d.base, ctx) if use_base and d.base is not None else None
-        ro, rt = TensorReader(store, d.ours, ctx), TensorReader(store, d.theirs, ctx)  # type: ignore[arg-type]
+        rb = TensorReader(store, d.base, context) if use_base and d.base is not None else None
+        ro, rt = TensorReader(store, d.ours, context), TensorReader(store, d.theirs, context)  # type: ignore[arg-type]
         for start in range(0, nbytes, block):
             n = min(block, nbytes - start)
             b = to_float(rb.read(n), dtype) if rb is not None else None
@@ -406,6 +411,13 @@ CONTAINERS: dict[str, Container] = {}
 def register_container(c: Container) -> Container:
     CONTAINERS[c.format] = c
     return c
+
+
+def container_for(fmt: str) -> Container | None:
+    """The merge handler of a pointer format (torch zip's is loaded on first use)."""
+    if fmt not in CONTAINERS and fmt == "torch-zip":
+        from . import merge_torch  # noqa: F401  (registers itself)
+    return CONTAINERS.get(fmt)
 
 
 def merge_dicts(b: dict | None, o: dict | None, t: dict | None) -> tuple[dict | None, list[str]]:
