@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from . import pointer as ptr
 from .clean import clean
-from .errors import CoralError
+from .errors import CoralError, StoreError
 from .pktline import PktReader, PktWriter
 from .repo import Repo, find_repo
 from .smudge import smudge
@@ -170,9 +170,19 @@ def filter_process() -> int:
         meta = dict(item.partition("=")[::2] for item in header)
         command, path = meta.get("command", ""), meta.get("pathname", "")
         spool = flt.spool()
+        failed: OSError | None = None
         try:
             while (pkt := rd.read()) is not None:
-                spool.write(pkt)
+                if failed is None:
+                    try:
+                        spool.write(pkt)
+                    except OSError as exc:
+                        failed = exc  # keep reading: git is still sending this file
+            if failed is not None:
+                _report(StoreError(f"cannot hold the file in {flt.tmpdir}: {failed.strerror or failed}"), path)
+                wr.text("status=error")
+                wr.flush()
+                continue
             _serve(flt, wr, command, path, spool)
         finally:
             spool.close()
