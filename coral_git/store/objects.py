@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CorruptObjectError
+from ..errors import CorruptObjectError, StoreError
 
 MAGIC = b"CRLO"
 HEADER = struct.Struct("<4sBBBBQ16s")
@@ -93,14 +93,22 @@ class LooseObjects:
 
 
 def write_atomic(final: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``final`` so that readers see either nothing or the whole file."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    """Write ``data`` to ``final`` so that readers see either nothing or the whole file.
+
+    An OSError (disk full, read-only store, permissions) becomes a one-line StoreError.
+    """
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    except OSError as exc:
+        raise StoreError(f"cannot write to {final.parent}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write to {final.parent}: {exc.strerror or exc}") from exc
         raise
