@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -180,7 +181,7 @@ def run(base_file: str, ours_file: str, theirs_file: str, path: str) -> int:
         n = len(plan.conflicts)
         what = "the file" if plan.conflicts[0].name == "" else f"{n} tensor{'s' if n != 1 else ''}"
         log(f"CONFLICT (model) in {path}: {what} changed on both sides; the work tree keeps ours. "
-            f"See 'git coral conflicts', then 'git coral resolve {path} --ours|--theirs|--strategy S'")
+            f"See 'git coral conflicts', then 'git coral resolve {shlex.quote(path)} --ours|--theirs|--strategy S'")
         return 1
     except CoralError as exc:
         log(f"{path}: merge failed: {exc}; the work tree keeps ours")
