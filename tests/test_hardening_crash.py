@@ -1,0 +1,215 @@
+"""Crash safety: kill -9 of the filter during ``git add``, and a full disk.
+
+After every kill: every stored object decodes to its id (and ``git coral fsck`` agrees when it
+exists), every committed revision checks out byte-exact, no half-written object is visible, and
+retrying the add succeeds. Kill points are spread over the add by watching the store fill up:
+before the first object (while git streams the file in), then at fractions of the chunks.
+
+``CORAL_CRASH_MB`` (default 64) sets the model size; ``CORAL_CRASH_POINTS`` (default
+``0,0.3,0.7,1.0``) the kill points as fractions of the new chunks the add writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import coral, git
+
+MB = int(os.environ.get("CORAL_CRASH_MB", "64"))
+POINTS = [float(x) for x in os.environ.get("CORAL_CRASH_POINTS", "0,0.3,0.7,1.0").split(",")]
+
+
+def write_model(path: Path, seed: int, mb: int = MB) -> str:
+    """A safetensors file of ``mb`` MiB (1 MiB tensors); version ``seed`` nudges every tensor."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((mb, 1 << 18)).astype(np.float32)
+    if seed:
+        noise = np.random.default_rng(seed).standard_normal(base.shape).astype(np.float32)
+        base = base * (1 + 1e-3 * noise)
+    save_file({f"layer.{i:03d}": base[i].reshape(512, 512) for i in range(mb)}, str(path))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def object_files(store: Path) -> int:
+    objects = store / "objects"
+    if not objects.is_dir():
+        return 0
+    n = 0
+    for d in os.scandir(objects):
+        if d.is_dir() and len(d.name) == 2:
+            n += sum(1 for f in os.scandir(d.path) if not f.name.startswith("."))
+    return n
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), children first."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = [int(k) for k in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            continue
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
+def filter_pids(git_pid: int) -> list[int]:
+    pids = []
+    for p in descendants(git_pid):
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"filter-process" in cmd and b"git-coral" in cmd and not cmd.startswith(b"/bin/sh"):
+            pids.append(p)
+    return pids
+
+
+def add_and_kill(repo: Path, name: str, store: Path, kill_at_objects: int | None, timeout: float = 300) -> tuple[int, str, bool]:
+    """Run ``git add name``; kill -9 the filter once the store holds ``kill_at_objects`` more objects.
+
+    ``None`` kills as soon as the filter runs (git is still streaming the file). Returns git's exit
+    code, its stderr and whether a kill happened (the add may finish first)."""
+    start = object_files(store)
+    proc = subprocess.Popen(["git", "add", name], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = False
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        pids = filter_pids(proc.pid)
+        if pids and (kill_at_objects is None or object_files(store) - start >= kill_at_objects):
+            for p in pids:  # only the filter this test started, by pid
+                try:
+                    os.kill(p, signal.SIGKILL)
+                    killed = True
+                except ProcessLookupError:
+                    pass
+            break
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err.decode(errors="replace"), killed
+
+
+def verify_store(repo: Path, store: Path, fsck: bool = True) -> int:
+    """Every visible object decodes to its id; ``git coral fsck`` agrees. Returns the object count."""
+    from coral_git.store.chunkstore import ChunkStore
+
+    cs = ChunkStore(store)
+    ids = cs.loose.ids()
+    for cid in ids:
+        cs.get(cid)  # raises CorruptObjectError on any torn or mismatched object
+    if fsck and coral(repo, "fsck", "-h", check=False).returncode == 0:
+        res = coral(repo, "fsck", check=False)
+        assert res.returncode == 0, res.stderr.decode()
+    return len(ids)
+
+
+def checkout_equals(repo: Path, rev: str, name: str, want: str, tmp: Path) -> None:
+    """Check ``rev:name`` out for real (git's smudge through the filter) and compare bytes."""
+    out = tmp / f"co-{rev.replace('~', '_')}"
+    if out.exists():
+        git(repo, "worktree", "remove", "--force", str(out))
+    git(repo, "worktree", "add", "-q", "--detach", str(out), rev)
+    try:
+        got = hashlib.sha256((out / name).read_bytes()).hexdigest()
+        assert got == want, f"{rev}:{name} does not check out exactly"
+    finally:
+        git(repo, "worktree", "remove", "--force", str(out))
+
+
+def test_kill_filter_during_add(repo: Path, tmp_path: Path) -> None:
+    store = Path(git(repo, "rev-parse", "--git-common-dir").strip())
+    store = (repo / store if not store.is_absolute() else store) / "coral"
+    name = "model.safetensors"
+    shas = [write_model(repo / name, 0)]
+    git(repo, "add", name)
+    git(repo, "commit", "-qm", "v0")
+    survived, kills = 0, 0
+    for i, frac in enumerate(POINTS, start=1):
+        sha = write_model(repo / name, i)
+        # a version writes ~MB keyframes (and rewrites as many bases as deltas)
+        rc, err, killed = add_and_kill(repo, name, store, None if frac == 0 else max(1, int(frac * MB)))
+        kills += killed
+        if killed:
+            assert rc != 0, "git add must fail when its filter dies"
+            assert "Traceback" not in err
+        # nothing half-written is visible, and the committed history is intact
+        verify_store(repo, store, fsck=False)
+        assert git(repo, "diff", "--cached", "--name-only").strip() in ("", name)
+        checkout_equals(repo, "HEAD", name, shas[-1], tmp_path)
+        # retrying succeeds and the new version checks out exactly
+        git(repo, "add", name)
+        git(repo, "commit", "-qm", f"v{i}")
+        shas.append(sha)
+        survived += 1
+    for back, sha in enumerate(reversed(shas)):
+        checkout_equals(repo, f"HEAD~{back}", name, sha, tmp_path)
+    tmp_left = list(store.rglob(".tmp-*"))
+    print(f"kill points {POINTS}: {kills} kills, {survived} survived, {verify_store(repo, store)} objects, {len(tmp_left)} stale temp files")
+    assert kills >= len(POINTS) - 1, "most kill points must actually kill the filter mid-add"
+
+
+# ---------------------------------------------------------------------------------------------
+# disk full
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A 60 MiB tmpfs (root only); else a loop-mounted ext4 image; else skip with the reason."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        img = tmp_path / "fs.img"
+        subprocess.run(["truncate", "-s", "60M", str(img)], check=True)
+        mk = subprocess.run(["mkfs.ext4", "-q", str(img)], capture_output=True)
+        r2 = subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], capture_output=True) if mk.returncode == 0 else mk
+        if r2.returncode != 0:
+            pytest.skip(f"cannot mount a small file system here: {r.stderr.decode().strip()} / {r2.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_disk_full_is_one_clear_line(repo: Path, small_fs: Path, tmp_path: Path) -> None:
+    store = repo / ".git" / "coral"
+    # the store (and the filter's spool under it) lives on the small file system
+    for p in sorted(store.rglob("*"), reverse=True):
+        p.rmdir() if p.is_dir() else p.unlink()
+    store.rmdir()
+    store.symlink_to(small_fs)
+    small = "small.safetensors"
+    small_sha = write_model(repo / small, 0, mb=4)
+    git(repo, "add", small)
+    git(repo, "commit", "-qm", "small")
+    for mb, where in ((40, "objects"), (80, "spool")):  # 40 MiB spools then fills on objects; 80 fails spooling
+        big = f"big{mb}.safetensors"
+        write_model(repo / big, 1, mb=mb)
+        proc = subprocess.run(["git", "add", big], cwd=repo, capture_output=True)
+        err = proc.stderr.decode(errors="replace")
+        assert proc.returncode != 0
+        assert "Traceback" not in err and "internal error" not in err, err
+        ours = [ln for ln in err.splitlines() if ln.startswith("coral:")]
+        assert len(ours) == 1 and "No space left on device" in ours[0], err
+        assert ("cannot hold the file" in ours[0]) == (where == "spool"), ours[0]
+        # no half-written object is visible; the committed file still checks out
+        verify_store(repo, store)
+        assert not list(small_fs.rglob(".tmp-*"))
+        (repo / big).unlink()
+    checkout_equals(repo, "HEAD", small, small_sha, tmp_path)
+    # once there is room, the same kind of add works (a 4 MiB model fits)
+    write_model(repo / "other.safetensors", 2, mb=4)
+    git(repo, "add", "other.safetensors")
+    git(repo, "commit", "-qm", "other")
