@@ -279,14 +279,26 @@ def test_async_failure_raises_on_next_call(repo: Path) -> None:
 
 def test_async_save_copies_tensors_before_returning(repo: Path) -> None:
     model = torch.nn.Linear(8, 8)
-    expected = {k: v.clone() for k, v in model.state_dict().items()}
-    with CheckpointManager(repo, model, async_=True) as mgr:
-        mgr.save()
-        with torch.no_grad():
-            model.weight.zero_()  # must not leak into the queued checkpoint
-    fresh = torch.nn.Linear(8, 8)
-    load_checkpoint(repo, fresh)
-    assert same_state(fresh.state_dict(), expected)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    expected = []
+    with CheckpointManager(repo, model, opt, async_=True) as mgr:
+        for value in (1.0, 2.0, 3.0):  # the 2nd and 3rd saves reuse the buffers of the earlier ones
+            with torch.no_grad():
+                model.weight.fill_(value)
+            model(torch.ones(1, 8)).sum().backward()
+            opt.step()
+            expected.append(({k: v.clone() for k, v in model.state_dict().items()}, opt.state_dict()["state"][0]["momentum_buffer"].clone()))
+            mgr.save()
+            with torch.no_grad():
+                model.weight.zero_()  # must not leak into the queued checkpoint
+            if value == 2.0:
+                mgr.flush()
+    for back, (state, momentum) in zip((2, 1, 0), expected, strict=True):
+        fresh = torch.nn.Linear(8, 8)
+        fresh_opt = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+        load_checkpoint(repo, fresh, fresh_opt, rev=f"checkpoints~{back}")
+        assert same_state(fresh.state_dict(), state)
+        assert torch.equal(fresh_opt.state_dict()["state"][0]["momentum_buffer"], momentum)
 
 
 class Tied(torch.nn.Module):

@@ -108,8 +108,22 @@ Callback = Callable[[SavedCheckpoint], None]
 
 
 # -- state tree <-> JSON + tensors ---------------------------------------------------------------
-def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor], copy: bool) -> Any:
-    """JSON-able form of ``obj``; tensors go to ``tensors`` under a name derived from ``path``."""
+Pool = dict[str, torch.Tensor]
+
+
+def _cpu_copy(t: torch.Tensor, key: str, pool: Pool | None) -> torch.Tensor:
+    """A contiguous CPU copy of ``t``, written into ``pool[key]`` when that buffer fits (no page faults)."""
+    buf = pool.pop(key, None) if pool is not None else None
+    if buf is not None and buf.shape == t.shape and buf.dtype == t.dtype:
+        return buf.copy_(t)
+    return t.to("cpu", copy=True).contiguous()
+
+
+def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor], copy: bool, pool: Pool | None = None) -> Any:
+    """JSON-able form of ``obj``; tensors go to ``tensors`` under a name derived from ``path``.
+
+    ``copy``: tensors are copied (into ``pool`` buffers when given), so later changes do not leak in.
+    """
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, int):
@@ -123,8 +137,7 @@ def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor], copy: bool) -
         t = obj.detach()
         if t.layout != torch.strided:
             raise CheckpointError(f"cannot store a {t.layout} tensor at {path}")
-        t = t.to("cpu", copy=True) if copy else t.cpu()
-        tensors[name] = t.contiguous()
+        tensors[name] = _cpu_copy(t, "s:" + name, pool) if copy else t.cpu().contiguous()
         return {"__tensor__": name}
     if isinstance(obj, np.ndarray):
         name = path or "array"
@@ -135,17 +148,17 @@ def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor], copy: bool) -
         tensors[name] = torch.from_numpy(np.ascontiguousarray(arr).copy())
         return {"__ndarray__": name, "dtype": dt}
     if isinstance(obj, np.generic):
-        return _encode(obj.item(), path, tensors, copy)
+        return _encode(obj.item(), path, tensors, copy, pool)
     if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, f"{path}.{i}", tensors, copy) for i, v in enumerate(obj)]}
+        return {"__tuple__": [_encode(v, f"{path}.{i}", tensors, copy, pool) for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [_encode(v, f"{path}.{i}", tensors, copy) for i, v in enumerate(obj)]
+        return [_encode(v, f"{path}.{i}", tensors, copy, pool) for i, v in enumerate(obj)]
     if isinstance(obj, dict):
         items = []
         for k, v in obj.items():
             if not isinstance(k, (str, int)) or isinstance(k, bool):
                 raise CheckpointError(f"cannot store dict key {k!r} at {path}: keys must be str or int")
-            items.append([k, _encode(v, f"{path}.{k}" if path else str(k), tensors, copy)])
+            items.append([k, _encode(v, f"{path}.{k}" if path else str(k), tensors, copy, pool)])
         return {"__dict__": items}
     raise CheckpointError(f"cannot store {type(obj).__name__} at {path or 'top level'} in a checkpoint")
 
@@ -182,7 +195,9 @@ def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def model_snapshot(model: torch.nn.Module, copy: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def model_snapshot(
+    model: torch.nn.Module, copy: bool, pool: Pool | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The model's tensors (tied ones once) and the aliases ``{dropped name: kept name}``."""
     sd = model.state_dict()
     kept: dict[tuple, str] = {}
@@ -197,8 +212,7 @@ def model_snapshot(model: torch.nn.Module, copy: bool) -> tuple[dict[str, torch.
             aliases[name] = kept[ident]
             continue
         kept[ident] = name
-        t = t.to("cpu", copy=True) if copy else t.cpu()
-        tensors[name] = t.contiguous()
+        tensors[name] = _cpu_copy(t, "m:" + name, pool) if copy else t.cpu().contiguous()
     return _unshare(tensors), aliases
 
 
@@ -370,6 +384,7 @@ class CheckpointManager:
             self._best_seen = float(ranked[0].metrics[mon]) if ranked else None
         self._error: BaseException | None = None
         self._dropped = 0
+        self._spare: Pool | None = None
         self._closed = False
         self._async = async_
         self._queue: queue.Queue[_Job | None] | None = None
@@ -448,9 +463,11 @@ class CheckpointManager:
             job = _Job(encode_files(tensors, aliases, training), None, message, self.epoch, self.global_step, values, reason)
             return self._commit(self._writer, job)
         # async: copy everything off the model and optimizer now; encode and commit later
-        tensors, aliases = model_snapshot(self.model, copy=True)
+        pool, self._spare = self._spare or {}, None  # buffers of an encoded checkpoint, reused
+        tensors, aliases = model_snapshot(self.model, copy=True, pool=pool)
         state_tensors: dict[str, torch.Tensor] = {}
-        tree = _encode(training, "", state_tensors, copy=True)
+        tree = _encode(training, "", state_tensors, copy=True, pool=pool)
+        del pool
         job = _Job(None, (tensors, aliases, tree, state_tensors), message, self.epoch, self.global_step, values, reason)
         assert self._queue is not None
         self._queue.put(job)
@@ -469,6 +486,9 @@ class CheckpointManager:
                 STATE_FILE: save(_unshare(state_tensors), metadata={STATE_KEY: json.dumps({"format": FORMAT, "state": tree})}),
             }
             job.snapshot = None
+            spare = {"m:" + k: v for k, v in tensors.items()}
+            spare.update(("s:" + k, v) for k, v in state_tensors.items())
+            self._spare = spare  # the next async save copies into these instead of allocating
         commit = writer.commit(files, job.message)
         info = ck.parse_message(commit, job.message, int(time.time()))
         assert info is not None
