@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from . import pointer as ptr
 from .clean import clean
-from .errors import CoralError, StoreError
+from .errors import CoralError, PointerError, StoreError
 from .pktline import PktReader, PktWriter
 from .repo import Repo, find_repo
 from .smudge import smudge
@@ -125,9 +125,12 @@ class Filter:
             return
         try:
             p = ptr.parse(bytes(data))
-        except CoralError:
-            write(memoryview(data))
-            return
+        except CoralError as exc:
+            # clean never stores such text (it would be stored as content): it was edited by hand or
+            # damaged; writing it out as the model file would be wrong bytes, so refuse
+            raise PointerError(
+                f"the stored pointer is damaged ({exc}); restore it, e.g. 'git checkout <good-rev> -- {path}'"
+            ) from None
         smudge(p, self.store, write, path=path, workers=self.repo.workers)
 
     def spool(self) -> Spool:
