@@ -68,7 +68,8 @@ def smudge(p: Pointer, store: ChunkStore, write: Write, *, path: str = "", worke
         store.fetcher(gone)
         gone = missing_chunks(p, store)
     if gone:
-        raise MissingObjectError(gone[0], f"{path}: {len(gone)} chunk(s) missing")
+        owner = next((f"tensor {t.name}" for t in p.tensors if gone[0] in t.chunks), "skeleton")
+        raise MissingObjectError(gone[0], f"{path}: {owner}; {len(gone)} chunk(s) missing")
     hasher = xxhash.xxh3_128()
     chunks = decoded_chunks(store, chunk_order(p), path, workers)
     skel_buf = np.empty(0, dtype=np.uint8)
