@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except Exception as exc:  # a bug, not a user error: still one line unless debugging
+        if os.environ.get("CORAL_DEBUG"):
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with CORAL_DEBUG=1 for details", file=sys.stderr)
+        return 1
 
 
 def run() -> None:
