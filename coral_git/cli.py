@@ -49,6 +49,25 @@ def _app():
     return app
 
 
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(Exit, Abort, ClickException) classes of click and of typer (>= 0.20 vendors click as typer._click)."""
+    import click
+
+    exits: list[type] = [click.exceptions.Exit]
+    aborts: list[type] = [click.exceptions.Abort]
+    errors: list[type] = [click.ClickException]
+    try:
+        import typer
+        from typer import _click  # type: ignore[attr-defined]
+
+        exits.append(typer.Exit)
+        aborts.append(typer.Abort)
+        errors.append(_click.exceptions.ClickException)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(exits), tuple(aborts), tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point of ``git-coral``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -61,16 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             if argv[0] == "filter-process":
                 return gitfilter.filter_process()
             return gitfilter.single(argv[0], argv[1] if len(argv) > 1 else "")
-        import click
-
+        exits, aborts, click_errors = _click_exceptions()
         try:
             rv = _app()(args=argv, prog_name="git-coral", standalone_mode=False)
-        except click.exceptions.Exit as exc:
+        except exits as exc:
             return exc.exit_code
-        except click.exceptions.Abort:
+        except aborts:
             print("aborted", file=sys.stderr)
             return 1
-        except click.ClickException as exc:
+        except click_errors as exc:
             exc.show()
             return exc.exit_code
         return rv if isinstance(rv, int) else 0
