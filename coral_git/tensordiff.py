@@ -830,6 +830,9 @@ def diff_files(
                 fd.unchanged += 1
                 continue
             rec = _changed(n, a, b, old, new, old_ids, stats, pool, window)
+            if rec.status == MODIFIED and rec.changed_elements == 0:
+                fd.unchanged += 1  # other chunk boundaries (chunk size changed), same bytes
+                continue
             fd.params_changed += rec.changed_elements if rec.changed_elements is not None else rec.numel
             out.append(rec)
         out.sort(key=_sort_key(order))

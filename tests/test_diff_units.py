@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coral_git.clean import clean
 from coral_git.store.chunkstore import ChunkStore
@@ -103,3 +105,38 @@ def test_rename_with_other_changes(tmp_path: Path) -> None:
     got = [(t.name, t.status, t.old_name) for t in fd.tensors]
     assert got == [("a2", "renamed", "a"), ("b", "modified", None)]
     assert fd.tensors[1].rel_change == pytest.approx(1.0, rel=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.integers(1, 60),
+    cols=st.integers(1, 40),
+    dtype=st.sampled_from(["float32", "float64"]),
+    cb_old=st.integers(4096, 9000),
+    cb_new=st.integers(4096, 9000),
+    seed=st.integers(0, 2**16),
+    frac=st.floats(0.0, 1.0),
+)
+def test_streamed_stats_match_numpy(rows: int, cols: int, dtype: str, cb_old: int, cb_new: int, seed: int, frac: float) -> None:
+    """Any shapes and any two chunk sizes: streamed statistics equal numpy's on the whole arrays."""
+    import tempfile
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((rows, cols)).astype(dtype)
+    b = a.copy()
+    mask = rng.random(a.shape) < frac
+    b[mask] += rng.standard_normal(int(mask.sum())).astype(dtype)
+    with tempfile.TemporaryDirectory() as d:
+        store = ChunkStore(Path(d))
+        pa = clean(_safetensors({"w": a}), store, chunk_bytes=cb_old).pointer
+        pb = clean(_safetensors({"w": b}), store, chunk_bytes=cb_new).pointer
+        fd = diff_files("m", Side(pa, store), Side(pb, store))
+    if not (a != b).any():
+        assert fd.tensors == [] and fd.unchanged == 1
+        return
+    [rec] = fd.tensors
+    x, y = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    assert rec.delta_norm == pytest.approx(np.linalg.norm(y - x), rel=1e-9)
+    assert rec.max_abs == pytest.approx(np.abs(y - x).max(), rel=1e-12)
+    assert rec.changed_elements == int(np.count_nonzero(a != b))
+    assert rec.old_norm == pytest.approx(np.linalg.norm(x), rel=1e-9)
