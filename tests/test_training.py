@@ -15,6 +15,7 @@ import torch
 from conftest import coral, git, sha256
 
 from coral_git.checkpoints import CheckpointError, format_message, parse_message
+from coral_git.errors import CoralError
 from coral_git.integrations.torch import (
     CheckpointManager,
     CheckpointPolicy,
@@ -327,7 +328,8 @@ def test_keep_last_as_branch_keeps_best_alive(repo: Path) -> None:
     model = torch.nn.Linear(4, 2)
     policy = CheckpointPolicy(every_n_epochs=1, monitor="loss", mode="min", keep_best=1, keep_last=2, keep_last_as="branch")
     losses = [0.9, 0.2, 0.5, 0.6, 0.7]
-    with CheckpointManager(repo, model, policy=policy) as mgr:
+    saved = []
+    with CheckpointManager(repo, model, policy=policy, callbacks=[saved.append]) as mgr:
         for epoch, loss in enumerate(losses, 1):
             with torch.no_grad():
                 model.weight.fill_(epoch)
@@ -342,6 +344,15 @@ def test_keep_last_as_branch_keeps_best_alive(repo: Path) -> None:
     # nothing but the reflog reaches epochs 1 and 3 any more
     reachable = git(repo, "rev-list", "--all").split()
     assert len([c for c in reachable if "Coral-Checkpoint" in git(repo, "log", "-1", "--format=%B", c)]) == 3
+    # once the reflog forgets them, git coral gc reclaims the evicted checkpoints' chunks
+    git(repo, "reflog", "expire", "--expire-unreachable=now", "--all")
+    out = coral(repo, "gc", "--prune=now").stderr.decode()
+    assert "removed 0 " not in out
+    with pytest.raises(CoralError, match="missing"):
+        load_checkpoint(repo, torch.nn.Linear(4, 2), rev=saved[0].commit)  # epoch 1
+    for rev, epoch in (("checkpoints", 5), ("checkpoints~1", 4), ("best/loss/1", 2)):
+        fresh = torch.nn.Linear(4, 2)
+        assert load_checkpoint(repo, fresh, rev=rev).epoch == epoch and torch.all(fresh.weight == epoch)
 
 
 def test_step_and_time_policies(repo: Path) -> None:
