@@ -132,3 +132,42 @@ def test_original_survives_failed_checkouts(committed: tuple[Path, bytes], tmp_p
     path.write_bytes(saved)
     git(repo, "checkout", "--", "m.safetensors")
     assert (repo / "m.safetensors").read_bytes() == original
+
+
+USER_ERRORS = {
+    "CoralError", "UsageError", "NotARepositoryError", "PointerError", "StoreError", "MissingObjectError",
+    "CorruptObjectError", "RemoteError", "MergeError", "CheckpointError",
+}  # fmt: skip
+
+
+def _message_stems(root: Path) -> list[tuple[str, str]]:
+    """``(where, longest literal piece)`` of every user-facing error message raised in the package."""
+    import ast
+
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) or node.func.id not in USER_ERRORS:
+                continue
+            pos = 1 if node.func.id in ("MissingObjectError", "CorruptObjectError") else 0
+            if len(node.args) <= pos:
+                continue
+            arg = node.args[pos]
+            pieces = [arg.value] if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else (
+                [v.value for v in arg.values if isinstance(v, ast.Constant)] if isinstance(arg, ast.JoinedStr) else []
+            )
+            stem = max((p.strip() for p in pieces), key=len, default="")
+            if len(stem) >= 8:
+                out.append((f"{path.relative_to(root.parent)}:{node.lineno}", stem))
+    return out
+
+
+def test_error_catalogue_is_complete() -> None:
+    """docs/errors.md lists every message the package can raise (its literal text)."""
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "errors.md").read_text()
+    stems = _message_stems(root / "coral_git")
+    assert len(stems) > 50
+    missing = [f"{where}: {stem!r}" for where, stem in stems if stem not in doc]
+    assert not missing, "add these messages to docs/errors.md (cause and fix):\n" + "\n".join(missing)
