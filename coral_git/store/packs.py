@@ -303,15 +303,31 @@ class Stored:
     packed: list[tuple[Pack, Entry]] | None = None
 
 
+def loose_stats(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """``(id, stat)`` of every loose object under ``root`` (``objects/``), in one directory pass."""
+    try:
+        dirs = [d for d in os.scandir(root) if len(d.name) == 2 and d.is_dir()]
+    except FileNotFoundError:
+        return
+    for d in sorted(dirs, key=lambda d: d.name):
+        try:
+            entries = list(os.scandir(d.path))
+        except FileNotFoundError:
+            continue
+        for f in entries:
+            if len(f.name) != 30 or f.name.startswith("."):
+                continue
+            try:
+                yield d.name + f.name, f.stat()
+            except FileNotFoundError:
+                continue
+
+
 def inventory(store, src: PackSource | None = None) -> dict[str, Stored]:
     """Every object in ``store`` (loose first, then packs newest first, as reads see them)."""
     src = src or attach(store)
     out: dict[str, Stored] = {}
-    for cid in store.loose.ids():
-        try:
-            st = os.stat(store.loose.path(cid))
-        except FileNotFoundError:
-            continue
+    for cid, st in loose_stats(store.loose.root):
         out[cid] = Stored(cid, st.st_size, st.st_mtime, loose=st)
     for p, e in src.entries():
         s = out.get(e.cid)
@@ -326,12 +342,9 @@ def store_files(store, src: PackSource | None = None) -> tuple[int, int]:
     """``(files, bytes)`` the store's objects occupy on disk: loose files plus pack files."""
     src = src or attach(store)
     n = size = 0
-    for cid in store.loose.ids():
-        try:
-            size += os.stat(store.loose.path(cid)).st_size
-            n += 1
-        except FileNotFoundError:
-            pass
+    for _, st in loose_stats(store.loose.root):
+        n += 1
+        size += st.st_size
     for p in src.packs:
         n += 1
         size += p.size
@@ -406,10 +419,11 @@ def repack(
         batches[-1].append(it)
         size += n
     done = 0
+    written: set[Path | None] = set()
     for batch in batches:
         if not batch:
             continue
-        write_pack(src.root, batch, (lambda k, base=done: on_item(base + k, len(items))) if on_item else None)
+        written.add(write_pack(src.root, batch, (lambda k, base=done: on_item(base + k, len(items))) if on_item else None))
         done += len(batch)
         res.packs_written += 1
     res.packed = done
@@ -422,6 +436,8 @@ def repack(
         if s is not None and s.loose is not None and _unlink_if_same(store.loose.path(cid), s.loose):
             res.loose_removed += 1
     for p in rewrite:
+        if p.path in written:
+            continue  # packs are named by content: the same objects were just written under this name
         p.path.unlink(missing_ok=True)
         res.packs_removed += 1
     src.rescan(force=True)
@@ -469,9 +485,18 @@ def _rekey(store, items: list[PackItem], max_chain: int) -> tuple[list[PackItem]
                 bases[cid] = None
         return bases[cid]
 
-    def depth(cid: str, seen: int = 0) -> int:
-        b = base_of(cid)
-        return 0 if b is None or seen > 512 else depth(b, seen + 1) + 1
+    depths: dict[str, int] = {}
+
+    def depth(cid: str) -> int:
+        chain: list[str] = []
+        cur: str | None = cid
+        while cur is not None and cur not in depths and len(chain) <= 512 and cur not in chain:
+            chain.append(cur)
+            cur = base_of(cur)
+        below = depths.get(cur, -1) if cur is not None else -1
+        for k, c in enumerate(reversed(chain)):
+            depths[c] = below + 1 + k
+        return depths[cid]
 
     writing = {it.cid for it in items}
     order = sorted(writing, key=depth)
