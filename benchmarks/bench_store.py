@@ -88,6 +88,7 @@ def main() -> int:
     ap.add_argument("--checkouts", type=int, default=5, help="revisions checked out per run")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (printed on stderr)")
     args = ap.parse_args()
     if args.quick:
         args.versions, args.side, args.runs, args.checkouts = 12, 4, 2, 3
@@ -188,7 +189,10 @@ def main() -> int:
             print(f"{k:<42} {v:>14}")
         return 0
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from . import reachability
 from .errors import CorruptObjectError, StoreError, UsageError
 from .repo import Repo
 from .store import packs
-from .store.objects import unpack_header
+from .store.objects import HEADER_SIZE, unpack_header
 
 DEFAULT_EXPIRE = "2.weeks.ago"
 TMP_AGE = 3600.0
@@ -126,7 +126,7 @@ def mark(store, reach: reachability.Reachable, inv: dict[str, packs.Stored], exp
 def _header_copies(store, s: packs.Stored) -> list[bytes]:
     out = []
     if s.loose is not None:
-        data = store.loose.read_header(s.cid)
+        data = packs.read_loose(store, s.cid, HEADER_SIZE)
         if data is not None:
             out.append(data)
     for p, e in s.packed or []:
@@ -177,7 +177,7 @@ def gc(
         res.repack = packs.repack(
             store, drop=garbage, loose=pack, max_chain=store.max_chain if pack else None, on_item=on_item
         )
-        res.objects_after = len(packs.inventory(store, src))
+        res.objects_after = len(inv) - len(garbage)
         res.files_after, res.bytes_after = packs.store_files(store, src)
     res.tmp_removed = clean_temp(repo.store_root)
     return res

@@ -429,11 +429,11 @@ def repack(
     res.packed = done
     # everything is safely in new packs: now remove what they replace and what was dropped
     for cid, st in loose_done:
-        if _unlink_if_same(store.loose.path(cid), st):
+        if _unlink_if_same(loose_path(store, cid), st):
             res.loose_removed += 1
     for cid in drop:
         s = inv.get(cid)
-        if s is not None and s.loose is not None and _unlink_if_same(store.loose.path(cid), s.loose):
+        if s is not None and s.loose is not None and _unlink_if_same(loose_path(store, cid), s.loose):
             res.loose_removed += 1
     for p in rewrite:
         if p.path in written:
@@ -444,9 +444,22 @@ def repack(
     return res
 
 
+def loose_path(store, cid: str) -> str:
+    """The loose file of ``cid`` as a plain string (pathlib costs more than the read in tight loops)."""
+    return os.path.join(store.loose.root, cid[:2], cid[2:])
+
+
+def read_loose(store, cid: str, n: int = -1) -> bytes | None:
+    try:
+        with open(loose_path(store, cid), "rb") as f:
+            return f.read(n)
+    except FileNotFoundError:
+        return None
+
+
 def _loose_reader(store, cid: str) -> Callable[[], bytes]:
     def read() -> bytes:
-        data = store.loose.read(cid)
+        data = read_loose(store, cid)
         if data is None:
             raise StoreError(f"loose object {cid} vanished while packing; is another gc running?")
         return data
@@ -458,7 +471,7 @@ def _pack_reader(pack: Pack, entry: Entry) -> Callable[[], bytes]:
     return lambda: pack.read_entry(entry)
 
 
-def _unlink_if_same(path: Path, st: os.stat_result) -> bool:
+def _unlink_if_same(path: str, st: os.stat_result) -> bool:
     """Remove ``path`` unless it was replaced since ``st`` was taken (a re-encoded base)."""
     try:
         now = os.stat(path)
@@ -466,7 +479,10 @@ def _unlink_if_same(path: Path, st: os.stat_result) -> bool:
         return False
     if (now.st_ino, now.st_mtime_ns, now.st_size) != (st.st_ino, st.st_mtime_ns, st.st_size):
         return False
-    path.unlink(missing_ok=True)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
     return True
 
 
@@ -534,6 +550,11 @@ def read_header(store, cid: str):
     from .objects import unpack_header
 
     for s in store.sources:
+        if s is store.loose:
+            data = read_loose(store, cid, HEADER_SIZE)
+            if data is not None:
+                return unpack_header(cid, data)
+            continue
         reader = getattr(s, "read_header", None)
         data = reader(cid) if reader is not None else s.read(cid)
         if data is not None:
