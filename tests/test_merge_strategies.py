@@ -135,3 +135,12 @@ def test_spec_errors_are_usage_errors() -> None:
             parse_spec(bad)
     assert {"conflict", "ours", "theirs", "average", "weighted", "task-arithmetic", "ties"} <= set(STRATEGIES)
     assert parse_spec("theirs").pick == "theirs" and parse_spec("conflict").pick is None
+
+
+def test_tensor_rules_parse() -> None:
+    from coral_git.mergedriver import parse_rules
+
+    assert parse_rules("head.*=theirs; *=weighted:0.3;", "env") == [("head.*", "theirs"), ("*", "weighted:0.3")]
+    for bad in ("head.*", "=ours", "x="):
+        with pytest.raises(UsageError):
+            parse_rules(bad, "env")
