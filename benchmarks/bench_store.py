@@ -76,6 +76,22 @@ def step(s: dict[str, np.ndarray], rng: np.random.Generator, frozen: int) -> dic
     return out
 
 
+def smudge_all(repo: Path, revs: list[str], env: dict[str, str]) -> float:
+    """Seconds to rebuild ``model.safetensors`` at each of ``revs`` through the library, in-process."""
+    from coral_git import pointer as ptr
+    from coral_git.repo import find_repo
+    from coral_git.smudge import smudge
+
+    pointers = [ptr.parse(sh(repo, "git", "show", f"{rev}:model.safetensors", env=env).encode()) for rev in revs]
+    store = find_repo(repo).store  # a fresh store: nothing cached from an earlier run
+    sink = bytearray()
+    t = time.perf_counter()
+    for p in pointers:
+        sink.clear()
+        smudge(p, store, sink.extend, workers=2)
+    return time.perf_counter() - t
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--versions", type=int, default=100)
@@ -162,6 +178,11 @@ def main() -> int:
                     got = hashlib.sha256((r / "model.safetensors").read_bytes()).hexdigest()
                     if got != digests[rev]:
                         raise SystemExit(f"{name}: {rev} checked out wrong bytes")
+        # the same, in-process: smudge of each pointer with no process start-up in the figure
+        smudge_t = {"loose": [], "packed": []}
+        for _ in range(args.runs):
+            for name, r in (("loose", loose), ("packed", packed)):
+                smudge_t[name].append(smudge_all(r, revs, env))
         fsck_t = statistics.median(timed(packed, "git", "coral", "fsck", env=env) for _ in range(args.runs))
         stats_t = statistics.median(timed(packed, "git", "coral", "stats", env=env) for _ in range(args.runs))
         start_t = statistics.median(timed(packed, "git", "coral", "version", env=env) for _ in range(args.runs))
@@ -182,6 +203,9 @@ def main() -> int:
             (f"checkout from loose (median of {len(co['loose'])})", f"{statistics.median(co['loose']):.3f} s"),
             (f"checkout from packs (median of {len(co['packed'])})", f"{statistics.median(co['packed']):.3f} s"),
             ("packs / loose checkout ratio", f"{statistics.median(co['packed']) / statistics.median(co['loose']):.2f}"),
+            (f"in-process smudge of {len(revs)} revs, loose", f"{statistics.median(smudge_t['loose']):.3f} s"),
+            (f"in-process smudge of {len(revs)} revs, packs", f"{statistics.median(smudge_t['packed']):.3f} s"),
+            ("packs / loose smudge ratio", f"{statistics.median(smudge_t['packed']) / statistics.median(smudge_t['loose']):.2f}"),
             ("fsck on packed store", f"{fsck_t:.2f} s"),
             ("stats on packed store", f"{stats_t:.2f} s"),
         ]
