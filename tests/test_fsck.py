@@ -201,3 +201,18 @@ def test_broken_pointer_is_reported(repo: Path) -> None:
     broken = [p for p in res.problems if p.kind == "broken-pointer"]
     assert len(broken) == 1 and broken[0].needed_by[0][1] == "notes.txt"
     assert coral(repo, "fsck", check=False).returncode == 1
+
+
+def test_cyclic_delta_chain(repo: Path) -> None:
+    from coral_git.store.chunkstore import DELTA_CODEC
+    from coral_git.store.objects import ObjectHeader
+
+    store = find_repo(repo).store
+    a, b = "aa" * 16, "bb" * 16
+    store.loose.write(a, ObjectHeader(DELTA_CODEC, 4, 1, 8, b).pack() + b"x")
+    store.loose.write(b, ObjectHeader(DELTA_CODEC, 4, 1, 8, a).pack() + b"y")
+    res = fsck(find_repo(repo), move=False)
+    cyc = {p.what for p in res.problems if p.kind == "unreadable" and "cyclic" in p.detail}
+    assert cyc == {a, b}
+    with pytest.raises(Exception, match="cyclic"):
+        store.get(a)

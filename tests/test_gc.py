@@ -345,3 +345,13 @@ def test_storing_present_content_again_freshens_it(history) -> None:
     run_gc(repo, "2.weeks.ago")
     left = objects(repo)
     assert readded in left and other not in left
+
+
+def test_missing_git_object_deletes_nothing(history) -> None:
+    repo, _, _ = history
+    before = objects(repo)
+    tree = git(repo, "rev-parse", "t1^{tree}").strip()
+    (repo / ".git" / "objects" / tree[:2] / tree[2:]).unlink()
+    with pytest.raises(Exception, match="nothing was deleted"):
+        run_gc(repo, "now")
+    assert objects(repo) == before
