@@ -1,7 +1,8 @@
 """Concurrency: two ``git add``s at once in two worktrees of one repository share one store.
 
 Scenarios: different models; models that share most tensors (both write the same chunks at once);
-two new versions of one committed model (both re-encode the same old chunks as deltas at once).
+two new versions of one committed model (both re-encode the same old chunks as deltas at once);
+``git coral gc`` looping while an add runs; two clones pushing to one bare remote at once.
 Afterwards every branch checks out byte-exact, every object decodes to its id and fsck is clean.
 ``CORAL_CONC_MB`` (default 48) sets each model's size.
 """
@@ -97,3 +98,63 @@ def test_two_new_versions_of_one_model(repo: Path, tmp_path: Path) -> None:
     checkout_equals(repo, "main", "m.safetensors", s0, tmp_path)
     checkout_equals(repo, "a", "m.safetensors", sa, tmp_path)
     checkout_equals(repo, "b", "m.safetensors", sb, tmp_path)
+
+
+def test_gc_while_adding(repo: Path, tmp_path: Path) -> None:
+    """``git coral gc`` (default grace period) runs while another worktree adds a model."""
+    import time
+
+    s0 = model(repo / "m.safetensors", 3)
+    git(repo, "add", "m.safetensors")
+    git(repo, "commit", "-qm", "v0")
+    a, _ = two_worktrees(repo, tmp_path)
+    sa = model(a / "m.safetensors", 3, nudge=31)
+    add = subprocess.Popen(["git", "add", "m.safetensors"], cwd=a, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    gcs = 0
+    while add.poll() is None:  # gc over and over until the add is done
+        proc = subprocess.run(["git", "coral", "gc"], cwd=repo, capture_output=True)
+        assert proc.returncode == 0, proc.stderr.decode()
+        gcs += 1
+    assert add.wait() == 0, add.stderr.read().decode() if add.stderr else ""
+    git(a, "commit", "-qm", "a")
+    subprocess.run(["git", "coral", "gc"], cwd=repo, check=True, capture_output=True)
+    verify_store(repo, store_of(repo))
+    checkout_equals(repo, "main", "m.safetensors", s0, tmp_path)
+    checkout_equals(repo, "a", "m.safetensors", sa, tmp_path)
+    assert gcs >= 1
+
+
+def test_two_pushes_to_one_remote(repo: Path, tmp_path: Path) -> None:
+    """Two clones push models that share tensors to one bare remote at once; a third clone gets both."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(remote))
+    clones = []
+    for who in ("a", "b"):
+        c = tmp_path / f"clone-{who}"
+        git(tmp_path, "clone", "-q", str(remote), str(c))
+        subprocess.run(["git", "coral", "init"], cwd=c, check=True, capture_output=True)
+        clones.append(c)
+    sa = model(clones[0] / "x.safetensors", 41, shared_seed=7)
+    sb = model(clones[1] / "y.safetensors", 42, shared_seed=7)
+    for c, name in zip(clones, ("x.safetensors", "y.safetensors"), strict=True):
+        git(c, "add", name)
+        git(c, "commit", "-qm", name)
+    pushes = [
+        subprocess.Popen(["git", "push", "-q", "origin", f"HEAD:{br}"], cwd=c, stderr=subprocess.PIPE)
+        for c, br in zip(clones, ("a", "b"), strict=True)
+    ]
+    for p in pushes:
+        assert p.wait(timeout=600) == 0, p.stderr.read().decode() if p.stderr else ""
+    from coral_git.store.chunkstore import ChunkStore
+
+    rstore = ChunkStore(remote / "coral")
+    ids = rstore.loose.ids()
+    assert ids
+    for cid in ids:
+        rstore.get(cid)
+    fresh = tmp_path / "fresh"
+    git(tmp_path, "clone", "-q", str(remote), str(fresh))
+    subprocess.run(["git", "coral", "init"], cwd=fresh, check=True, capture_output=True)
+    checkout_equals(fresh, "origin/a", "x.safetensors", sa, tmp_path)
+    checkout_equals(fresh, "origin/b", "y.safetensors", sb, tmp_path)
