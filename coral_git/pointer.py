@@ -132,11 +132,15 @@ def _tensor(line: str) -> TensorEntry:
     if not (shape.startswith("[") and shape.endswith("]")):
         raise PointerError(f"malformed shape {shape!r}")
     dims = tuple(_int(d) for d in shape[1:-1].split(",")) if shape != "[]" else ()
-    return TensorEntry(unquote(name, errors="strict"), dtype, dims, _int(offset), _int(nbytes), _split_ids(ids))
+    try:
+        text = unquote(name, errors="strict")
+    except UnicodeDecodeError:
+        raise PointerError(f"tensor name {name[:80]!r} is not percent-encoded UTF-8") from None
+    return TensorEntry(text, dtype, dims, _int(offset), _int(nbytes), _split_ids(ids))
 
 
 def _int(s: str) -> int:
-    if not _INT.match(s):
+    if not _INT.match(s) or len(s) > 40:
         raise PointerError(f"malformed number {s[:40]!r}")
     return int(s)
 
