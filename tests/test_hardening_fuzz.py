@@ -599,3 +599,36 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_pointer_parser_fuzz(tmp_path: Path) -> None:
+    """Mutated pointer text (what a hand edit makes): parse() returns a canonical Pointer or PointerError."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from coral_git import pointer as ptr
+    from coral_git.clean import clean
+    from coral_git.errors import PointerError
+    from coral_git.store.chunkstore import ChunkStore
+
+    seeds = [p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py"))[:1]]
+    store = ChunkStore(tmp_path / "store")
+    header = b'{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"b c/%":{"dtype":"U8","shape":[5000],"data_offsets":[24,5024]}}'
+    st_file = struct.pack("<Q", len(header)) + header + bytes(range(256)) * 20
+    texts = [clean(s, store, chunk_bytes=4096).pointer.encode() for s in [*seeds, st_file[: 8 + len(header) + 5024]]]
+    pieces = [b"%ff", b"%", b"9" * 5000, b"-", b",", b" ", b"\n", b"[]", b"[,]", b"[1,,2]", b"\x80", b"tensor ", b"0" * 32, b"01"]
+
+    @settings(max_examples=examples_from_env() * 4, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(texts), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 3), st.sampled_from(pieces) | st.binary(max_size=4)), max_size=4))
+    def fuzz(text: bytes, edits: list[tuple[int, int, bytes]]) -> None:
+        buf = bytearray(text)
+        for pos, cut, piece in edits:
+            pos %= len(buf) + 1
+            buf[pos : pos + cut] = piece
+        try:
+            p = ptr.parse(bytes(buf))
+        except PointerError:
+            return
+        assert p.encode() == bytes(buf)
+
+    fuzz()
