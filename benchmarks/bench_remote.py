@@ -40,6 +40,13 @@ import bench_core as bc
 
 MB = 1e6
 NAME = bc.LARGE_NAME
+COMPARE = [  # (label, coral.pushEncoding, coral.remoteMaxChain)
+    ("closure", "closure", None),
+    ("reencode, chain<=255", "reencode", 255),
+    ("reencode, chain<=2", "reencode", 2),
+    ("reencode, chain<=1", "reencode", 1),
+    ("keyframes", "keyframes", None),
+]
 BUCKET = "bench"
 
 
@@ -95,7 +102,7 @@ def store_dir(clone: Path, setup: str) -> Path:
 
 
 def share(setup: str, src: Path, root: Path, versions: list[bc.Version], s3: tuple[Any, str] | None,
-          tag: str, mode: str = "reencode", partial_first: bool = False) -> dict[str, Any]:
+          tag: str, mode: str = "reencode", partial_first: bool = False, max_chain: int | None = None) -> dict[str, Any]:
     """Push ``src``'s history to a fresh remote, clone it, check out the oldest version lazily."""
     bare = root / f"{tag}.git"
     bc.git(root, "init", "-q", "--bare", str(bare))
@@ -109,7 +116,11 @@ def share(setup: str, src: Path, root: Path, versions: list[bc.Version], s3: tup
         bc.git(src, "coral", "remote", "set", "origin", url)
         clone_cfg = ["-c", f"coral.remote.origin.url={url}"]
     bc.git(src, "config", "coral.pushEncoding", mode)
-    res: dict[str, Any] = {"setup": setup, "mode": mode}
+    if max_chain is None:
+        bc.git(src, "config", "--unset", "coral.remoteMaxChain", check=False)
+    else:
+        bc.git(src, "config", "coral.remoteMaxChain", str(max_chain))
+    res: dict[str, Any] = {"setup": setup, "mode": mode, "max_chain": max_chain}
 
     def remote_bytes() -> int:
         if setup == "coral-s3":
@@ -152,13 +163,13 @@ def run_main(args: argparse.Namespace, work: Path, s3: tuple[Any, str]) -> dict[
     out: dict[str, Any] = {"title": ds.title, "file_bytes": ds.versions[0].nbytes, "setups": {}}
     sources: dict[str, Path] = {}
     for kind in ("coral", "lfs"):
-        if kind == "lfs" and args.skip_lfs:
+        if kind == "lfs" and (args.skip_lfs or "lfs" not in args.setups.split(",")):
             continue
         src = work / f"src-{kind}"
         bc.log(f"committing {len(ds.versions)} versions into {kind}")
         out[f"commit_s_{kind}"] = commit_versions(src, kind, ds.versions)
         sources[kind] = src
-    setups = ["coral-s3", "coral-path"] + ([] if args.skip_lfs else ["lfs"])
+    setups = [x for x in args.setups.split(",") if not (x == "lfs" and args.skip_lfs)]
     for setup in setups:
         runs = []
         for r in range(args.runs):
@@ -177,10 +188,13 @@ def run_compare(args: argparse.Namespace, work: Path, s3: tuple[Any, str]) -> di
     src = work / "cmp-src"
     bc.log(f"encodings: committing {len(ds.versions)} versions of {ds.versions[0].nbytes / MB:.0f} MB")
     commit_versions(src, "coral", ds.versions)
-    res = {"file_bytes": ds.versions[0].nbytes, "modes": {}}
-    for mode in ("reencode", "closure", "keyframes"):
-        bc.log(f"encodings: {mode}")
-        res["modes"][mode] = share("coral-s3", src, work, ds.versions, s3, f"cmp-{mode}", mode, partial_first=True)
+    res = {"file_bytes": ds.versions[0].nbytes, "versions": len(ds.versions), "full": args.compare_full, "modes": {}}
+    for label, mode, chain in COMPARE:
+        bc.log(f"encodings: {label}")
+        res["modes"][label] = share(
+            "coral-s3", src, work, ds.versions, s3, f"cmp-{mode}-{chain}", mode,
+            partial_first=not args.compare_full, max_chain=chain,
+        )
     shutil.rmtree(data, ignore_errors=True)
     return res
 
@@ -221,11 +235,14 @@ def render(res: dict[str, Any]) -> str:
     c = res.get("compare")
     if c:
         lines.append("")
-        lines.append(f"== push encodings (coral-s3), {c['file_bytes'] / MB:.0f} MB model: old branch pushed first, then all")
-        lines.append(f"{'mode':<10} {'old branch MB':>14} {'all MB':>8} {'clone MB':>9} {'oldest co MB':>13} {'ok':>4}")
+        how = "whole history in one push" if c.get("full") else "the branch at the middle version pushed first, then all"
+        lines.append(
+            f"== push encodings (coral-s3), {c['file_bytes'] / MB:.0f} MB model x {c.get('versions', '?')} versions: {how}"
+        )
+        lines.append(f"{'mode':<21} {'old branch MB':>14} {'all MB':>8} {'clone MB':>9} {'oldest co MB':>13} {'ok':>4}")
         for mode, r in c["modes"].items():
             lines.append(
-                f"{mode:<10} {r['partial_push_bytes'] / MB:>14.0f} {r['push_bytes'] / MB:>8.0f} "
+                f"{mode:<21} {r.get('partial_push_bytes', 0) / MB:>14.0f} {r['push_bytes'] / MB:>8.0f} "
                 f"{r['clone_bytes'] / MB:>9.0f} {r['old_bytes'] / MB:>13.0f} {'yes' if r['clone_ok'] and r['old_ok'] else 'NO':>4}"
             )
     return "\n".join(lines)
@@ -237,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--versions", type=int, default=5)
     ap.add_argument("--runs", type=int, default=1, help="pushes/clones per setup, each to a fresh remote")
     ap.add_argument("--compare-mib", type=float, default=128, help="model size for the encodings table (0: skip)")
+    ap.add_argument("--compare-full", action="store_true", help="encodings: one push of the whole history")
     ap.add_argument("--skip-main", action="store_true")
     ap.add_argument("--skip-lfs", action="store_true")
+    ap.add_argument("--setups", default="coral-s3,coral-path,lfs", help="comma-separated: coral-s3,coral-path,lfs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")

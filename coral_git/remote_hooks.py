@@ -25,6 +25,7 @@ from .store.objects import ObjectHeader, unpack_header
 
 ZERO = "0" * 40
 BATCH = 32
+DEFAULT_REMOTE_CHAIN = 2
 
 
 @dataclass
@@ -68,8 +69,13 @@ def push_chunks(
     *,
     where: dict[str, str] | None = None,
     mode: str = "reencode",
+    max_chain: int = DEFAULT_REMOTE_CHAIN,
 ) -> PushStats:
-    """Upload every object of ``ids`` the remote lacks, bases before the deltas that use them."""
+    """Upload every object of ``ids`` the remote lacks, bases before the deltas that use them.
+
+    In ``reencode`` mode a delta also goes up as a keyframe when it would end more than
+    ``max_chain`` deltas away from a keyframe on the remote (``keyframes`` is ``max_chain=0``).
+    """
     if mode not in ("reencode", "closure", "keyframes"):
         raise UsageError(f"coral.pushEncoding = {mode!r}; use 'reencode', 'closure' or 'keyframes'")
     where = where or {}
@@ -116,6 +122,24 @@ def push_chunks(
 
     for cid in todo:
         depth(cid)
+    if mode == "keyframes":
+        max_chain = 0
+    elif mode == "closure":
+        max_chain = 1 << 30
+    chain: dict[str, int] = {}  # deltas between an object and a keyframe, as stored on the remote
+
+    def local_chain(cid: str) -> int:
+        """Deltas from ``cid`` to a keyframe in the local store: a bound for a copy already uploaded."""
+        n, cur, seen = 0, cid, set()
+        while cur not in chain and cur not in seen:
+            seen.add(cur)
+            raw = store.loose.read_header(cur)
+            base = unpack_header(cur, raw).base if raw else None
+            if base is None:
+                break
+            n, cur = n + 1, base
+        return n + chain.get(cur, 0)
+
     done: set[str] = set(present)
     with progress_bar(f"pushing to {remote.name}") as bar:
         task = bar.add_task("push", total=len(todo), mb=0.0)
@@ -126,9 +150,14 @@ def push_chunks(
                 for cid in batch_ids[i : i + BATCH]:
                     data = _local(store, cid, remote, where)
                     hdr = unpack_header(cid, data)
-                    if hdr.base is not None and (mode == "keyframes" or hdr.base not in done):
-                        data = keyframe(store, cid, hdr.itemsize)  # its base will not be on the remote
+                    depth = 0
+                    if hdr.base is not None and hdr.base in done:
+                        depth = 1 + (chain[hdr.base] if hdr.base in chain else local_chain(hdr.base))
+                    if hdr.base is not None and (hdr.base not in done or depth > max_chain):
+                        data = keyframe(store, cid, hdr.itemsize)  # base not on the remote, or chain too long
                         stats.reencoded += 1
+                        depth = 0
+                    chain[cid] = depth
                     objs[cid] = data
                 _upload(remote, objs)
                 done.update(objs)
@@ -165,6 +194,11 @@ def push_mode(repo) -> str:
     return os.environ.get("CORAL_PUSH_ENCODING") or repo.config.get("coral.pushencoding", "reencode")
 
 
+def push_options(repo) -> dict:
+    """``mode`` and ``max_chain`` for push_chunks from git config / environment."""
+    return {"mode": push_mode(repo), "max_chain": repo.setting_int("coral.remoteMaxChain", DEFAULT_REMOTE_CHAIN, 0, 255)}
+
+
 def pre_push(args: list[str], stdin: str) -> int:
     """pre-push step: git gives ``<remote> <url>`` and ``<lref> <lsha> <rref> <rsha>`` lines."""
     from .repo import find_repo
@@ -190,7 +224,7 @@ def pre_push(args: list[str], stdin: str) -> int:
         if not ids:
             return 0
         remote = resolve(repo, name, url)
-        stats = push_chunks(repo.store, remote, ids, where=where, mode=push_mode(repo))
+        stats = push_chunks(repo.store, remote, ids, where=where, **push_options(repo))
         if stats.uploaded:
             print(f"coral: {stats.line(remote)}", file=sys.stderr)
         return 0

@@ -286,3 +286,26 @@ def test_disk_full_on_the_remote_and_locally(shared: tuple[Path, Path, list[str]
     assert msgs and "disk full" in msgs[0] and "free space" in msgs[0]
     big = clone / "big.safetensors"
     assert not big.exists() or big.read_bytes().startswith(b"coral-pointer") or big.stat().st_size == 0
+
+
+def test_remote_delta_chains_are_bounded(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    from coral_git.remote import PathRemote
+    from coral_git.remote_hooks import needed_chunks, push_chunks
+    from coral_git.repo import find_repo
+
+    repo, _bare, _shas = shared
+    r = find_repo(repo)
+    ids, where = needed_chunks(repo, ["HEAD"])
+    for bound in (0, 1, 255):
+        dest = tmp_path / f"store-{bound}"
+        push_chunks(r.store, PathRemote("t", dest), ids, where=where, max_chain=bound)
+        remote = ChunkStore(dest)
+        depth = {}
+        for cid in objects_of(dest):
+            n, cur = 0, cid
+            while (base := remote.header(cur).base) is not None:
+                n, cur = n + 1, base
+            depth[cid] = n
+            remote.get(cid)
+        assert set(depth) == set(ids)
+        assert max(depth.values()) == min(bound, 2), bound  # 3 versions: chains of 2 at most

@@ -75,14 +75,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Upload the chunks that HEAD's history (or every ref's, with --all) needs and the remote lacks."""
         from ..remote import resolve
-        from ..remote_hooks import needed_chunks, push_chunks, push_mode
+        from ..remote_hooks import needed_chunks, push_chunks, push_options
 
         repo = _repo()
         name = _remote_name(repo, remote, "coral.pushRemote")
         cwd = repo.worktree or repo.git_dir
         ids, where = needed_chunks(cwd, ["--all"] if all_ else ["HEAD"])
         store = resolve(repo, name)
-        stats = push_chunks(repo.store, store, ids, where=where, mode=push_mode(repo))
+        stats = push_chunks(repo.store, store, ids, where=where, **push_options(repo))
         print(f"coral: {stats.line(store)}", file=sys.stderr)
 
     @app.command()
