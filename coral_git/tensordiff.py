@@ -253,7 +253,7 @@ class View:
 
 def views(p: Pointer, source: Source | None = None) -> dict[str, View]:
     """The named tensors of a pointer: its entries, or for torch checkpoints the pickled tensors."""
-    if source is not None and p.format not in ("safetensors", "opaque"):
+    if source is not None and p.format == "torch-zip":
         got = torch_views(p, source)
         if got is not None:
             return got
