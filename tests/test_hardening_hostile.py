@@ -247,6 +247,9 @@ def test_python_api_never_executes(hostile_repo: tuple[Path, Path, dict[str, byt
                     mf[key]
             except Exception as exc:  # refusing is fine, executing is not
                 assert "PWNED" not in str(exc)
+            if name.startswith("zip_"):
+                loaded = api.load_torch(name, "HEAD", repo=repo)
+                assert {"w", "b"} <= set(loaded)
     assert not marker.exists()
 
 
