@@ -13,6 +13,7 @@ from . import pointer as ptr
 from .chunking import byte_chunks, tensor_chunks
 from .formats.layout import Layout, itemsize
 from .formats.registry import detect
+from .mapped import MappedFile
 from .store.chunkstore import ChunkStore, chunk_id
 from .store.recent import RecentTensors
 
@@ -33,46 +34,71 @@ def _nolog(msg: str) -> None:
     pass
 
 
-def skeleton_pieces(buf: np.ndarray, layout: Layout, chunk_bytes: int) -> Iterator[np.ndarray]:
-    """The skeleton (every byte outside spans) cut into ``chunk_bytes`` pieces, copying only across gaps."""
+Ranges = list[tuple[int, int]]
+
+
+def skeleton_pieces(layout: Layout, chunk_bytes: int) -> Iterator[Ranges]:
+    """The skeleton (every byte outside spans) cut into ``chunk_bytes`` pieces, each as file ranges."""
     gaps = layout.gaps()
     total = sum(e - s for s, e in gaps)
     gi, gpos = 0, gaps[0][0] if gaps else 0
     for start, end in byte_chunks(total, chunk_bytes):
         need = end - start
-        parts: list[np.ndarray] = []
+        parts: Ranges = []
         while need:
             ge = gaps[gi][1]
             take = min(need, ge - gpos)
-            parts.append(buf[gpos : gpos + take])
+            parts.append((gpos, gpos + take))
             need -= take
             gpos += take
             if gpos == ge and gi + 1 < len(gaps):
                 gi += 1
                 gpos = gaps[gi][0]
-        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
+        yield parts
+
+
+def _hash_file(read: Callable[[int, int], np.ndarray], size: int, block: int = 8 << 20) -> str:
+    h = xxhash.xxh3_128()
+    for s in range(0, size, block):
+        h.update(read(s, min(s + block, size)))
+    return h.hexdigest()
 
 
 def clean(
-    data: memoryview | bytes,
+    data: memoryview | bytes | MappedFile,
     store: ChunkStore,
     *,
     previous: ptr.Pointer | None = None,
     recent: RecentTensors | None = None,
     chunk_bytes: int,
     workers: int = 2,
+    file_id: str | None = None,
     log: Log = _nolog,
 ) -> CleanResult:
-    """Store ``data`` and return its pointer; a valid pointer is returned unchanged."""
-    head = bytes(data[: len(ptr.MAGIC)])
-    if head == ptr.MAGIC.encode():
+    """Store ``data`` and return its pointer; a valid pointer is returned unchanged.
+
+    ``data`` is the file's bytes, or a :class:`MappedFile` for large inputs (chunks are then copied
+    out one at a time, keeping resident memory bounded). ``file_id`` may pass the whole-file hash
+    when the caller already computed it while receiving the bytes.
+    """
+    if isinstance(data, MappedFile):
+        view = data.view()
+        size = data.size
+        read = data.read
+    else:
+        view = data
+        size = len(data)
+        whole = np.frombuffer(data, dtype=np.uint8)
+
+        def read(start: int, end: int) -> np.ndarray:
+            return whole[start:end]
+
+    if bytes(view[: len(ptr.MAGIC)]) == ptr.MAGIC.encode() and size <= ptr.MAX_POINTER:
         try:
-            p = ptr.parse(bytes(data))
-            return CleanResult(p, 0, 0, None)
-        except Exception:
+            return CleanResult(ptr.parse(bytes(view)), 0, 0, None)
+        except Exception:  # not a real pointer: store it as content like any file
             pass
-    buf = np.frombuffer(data, dtype=np.uint8)
-    detected = detect(memoryview(data))
+    detected = detect(memoryview(view) if size else memoryview(b""))
     layout = detected.layout
     prev_tensors = previous.by_name() if previous is not None and previous.chunk_bytes == chunk_bytes else {}
     prev_skeleton = previous.skeleton if previous is not None and previous.chunk_bytes == chunk_bytes else ()
@@ -88,29 +114,33 @@ def clean(
             return [None] * n
         return list(ids)
 
-    # one job per chunk: (raw view, itemsize, base id)
-    jobs: list[tuple[np.ndarray, int, str | None]] = []
-    skel_pieces = list(skeleton_pieces(buf, layout, chunk_bytes))
+    # one job per chunk: (file ranges, itemsize, base id)
+    jobs: list[tuple[Ranges, int, str | None]] = []
+    skel_pieces = list(skeleton_pieces(layout, chunk_bytes))
     for i, piece in enumerate(skel_pieces):
         jobs.append((piece, 1, prev_skeleton[i] if i < len(prev_skeleton) else None))
     spans = []
     for t in layout.tensors:
         ranges = tensor_chunks(t.dtype, t.shape, t.nbytes, chunk_bytes)
         bases = bases_for(t.name, t.dtype, t.shape, len(ranges))
-        size = itemsize(t.dtype)
+        elem = itemsize(t.dtype)
         spans.append((t, len(jobs), len(ranges)))
         for (s, e), b in zip(ranges, bases, strict=True):
-            jobs.append((buf[t.offset + s : t.offset + e], size, b))
+            jobs.append(([(t.offset + s, t.offset + e)], elem, b))
 
-    def run(job: tuple[np.ndarray, int, str | None]) -> tuple[str, bool]:
-        raw, size, base = job
+    def run(job: tuple[Ranges, int, str | None]) -> tuple[str, bool]:
+        ranges, elem, base = job
+        parts = [read(s, e) for s, e in ranges]
+        raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
         cid = chunk_id(raw)
-        return cid, store.put(raw, size, base, cid=cid)
+        return cid, store.put(raw, elem, base, cid=cid)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        file_hash = pool.submit(xxhash.xxh3_128_hexdigest, data)
+        file_hash = pool.submit(_hash_file, read, size) if file_id is None else None
         results = list(pool.map(run, jobs))
-        file_id = file_hash.result()
+        if file_hash is not None:
+            file_id = file_hash.result()
+    assert file_id is not None
     ids = [r[0] for r in results]
     new = sum(1 for r in results if r[1])
     nskel = len(skel_pieces)
@@ -121,7 +151,7 @@ def clean(
         if recent is not None and n and any(results[first + k][1] for k in range(n)):
             recent.set(t.name, t.dtype, t.shape, chunk_bytes, list(chunk_ids))
     pointer = ptr.Pointer(
-        size=len(buf),
+        size=size,
         format=layout.format,
         file_id=file_id,
         chunk_bytes=chunk_bytes,

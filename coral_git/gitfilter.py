@@ -5,7 +5,6 @@ stdout carries protocol and file bytes only; every message goes to stderr.
 
 from __future__ import annotations
 
-import mmap
 import os
 import sys
 import tempfile
@@ -13,9 +12,12 @@ import traceback
 from collections.abc import Callable
 from typing import BinaryIO
 
+import xxhash
+
 from . import pointer as ptr
 from .clean import clean
 from .errors import CoralError, PointerError, StoreError
+from .mapped import MappedFile
 from .pktline import PktReader, PktWriter
 from .repo import Repo, find_repo
 from .smudge import smudge
@@ -30,17 +32,26 @@ def log(msg: str) -> None:
 
 
 class Spool:
-    """Content received from git: in memory while small, else in a temp file read back through mmap."""
+    """Content received from git: in memory while small, else in a temp file read back through mmap.
+
+    The whole-file hash is computed on the way in, so clean never reads the file a second time for it.
+    """
 
     def __init__(self, tmpdir: str) -> None:
         self.tmpdir = tmpdir
         self.mem = bytearray()
         self.file: BinaryIO | None = None
         self.size = 0
-        self._map: mmap.mmap | None = None
+        self._map: MappedFile | None = None
+        self._hash = xxhash.xxh3_128()
+
+    @property
+    def file_id(self) -> str:
+        return self._hash.hexdigest()
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
+        self._hash.update(data)
         if self.file is None and len(self.mem) + len(data) <= SPOOL_IN_MEMORY:
             self.mem += data
             return
@@ -51,21 +62,17 @@ class Spool:
             self.mem = bytearray()
         self.file.write(data)
 
-    def view(self) -> memoryview | bytes:
+    def view(self) -> bytes | MappedFile:
+        """Small content as bytes; large content as a :class:`MappedFile` over the spool file."""
         if self.file is None:
             return bytes(self.mem)
         self.file.flush()
-        if self.size == 0:
-            return b""
-        self._map = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
-        return memoryview(self._map)
+        self._map = MappedFile(self.file.fileno())
+        return self._map
 
     def close(self) -> None:
         if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:
-                pass  # a view is still alive; the mapping goes with the process or the next gc
+            self._map.close()
         if self.file is not None:
             self.file.close()
 
@@ -104,7 +111,7 @@ class Filter:
         except Exception:
             return None
 
-    def clean(self, data: memoryview | bytes, path: str) -> bytes:
+    def clean(self, data: bytes | MappedFile, path: str, file_id: str | None = None) -> bytes:
         res = clean(
             data,
             self.store,
@@ -112,19 +119,27 @@ class Filter:
             recent=self.recent,
             chunk_bytes=self.repo.chunk_bytes,
             workers=self.repo.workers,
+            file_id=file_id,
         )
         if res.new_chunks and res.pointer.format == "opaque":
             why = res.note or "format not recognised"
             log(f"{path}: stored as opaque bytes ({why})")
         return res.pointer.encode()
 
-    def smudge(self, data: memoryview | bytes, path: str, write: Callable[[memoryview], None]) -> None:
-        raw = bytes(data[: len(ptr.MAGIC)])
+    def smudge(self, data: bytes | MappedFile, path: str, write: Callable[[memoryview], None]) -> None:
+        view = data.view() if isinstance(data, MappedFile) else data
+        raw = bytes(view[: len(ptr.MAGIC)])
         if raw != ptr.MAGIC.encode() or os.environ.get("CORAL_SKIP_SMUDGE", "0") not in ("", "0"):
-            write(memoryview(data))  # CORAL_SKIP_SMUDGE=1 leaves pointers; or not a pointer (committed before coral, or plain text): as is
+            # CORAL_SKIP_SMUDGE=1 leaves pointers; content that is not a pointer (committed before
+            # coral, or plain text) goes out as it is
+            if isinstance(data, MappedFile):
+                for s in range(0, data.size, 1 << 20):
+                    write(memoryview(data.read(s, min(s + (1 << 20), data.size))))
+            else:
+                write(memoryview(data))
             return
         try:
-            p = ptr.parse(bytes(data))
+            p = ptr.parse(bytes(view))
         except CoralError as exc:
             # clean never stores such text (it would be stored as content): it was edited by hand or
             # damaged; writing it out as the model file would be wrong bytes, so refuse
@@ -195,7 +210,7 @@ def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) ->
     data = spool.view()
     if command == "clean":
         try:
-            result = flt.clean(data, path)
+            result = flt.clean(data, path, spool.file_id)
         except Exception as exc:
             _report(exc, path)
             wr.text("status=error")
@@ -249,7 +264,7 @@ def single(command: str, path: str) -> int:
             spool.write(chunk)
         data = spool.view()
         if command == "clean":
-            out.write(flt.clean(data, path))
+            out.write(flt.clean(data, path, spool.file_id))
         else:
             flt.smudge(data, path, out.write)
         out.flush()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import mmap
 import os
 import struct
 import tempfile
@@ -28,6 +27,7 @@ from . import pointer as ptr
 from .clean import clean
 from .errors import CoralError
 from .formats.layout import itemsize
+from .mapped import MappedFile
 from .merge_strategies import Strategy, compute_dtype, from_float, is_float, parse_spec, to_float
 from .pointer import Pointer, TensorEntry
 from .repo import Repo
@@ -613,10 +613,10 @@ def merged_pointer(plan: MergePlan, repo: Repo) -> Pointer:
         if size == 0:
             data: memoryview | bytes = b""
             return clean(data, store, chunk_bytes=repo.chunk_bytes).pointer
-        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        m = MappedFile(f.fileno())
         try:
             res = clean(
-                memoryview(m),
+                m,
                 store,
                 previous=plan.ours,
                 recent=RecentTensors(repo.store_root / "recent"),
@@ -624,10 +624,7 @@ def merged_pointer(plan: MergePlan, repo: Repo) -> Pointer:
                 workers=repo.workers,
             )
         finally:
-            try:
-                m.close()
-            except BufferError:
-                pass  # a view outlived clean(); the mapping goes with the last reference
+            m.close()
     return res.pointer
 
 

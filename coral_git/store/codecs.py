@@ -26,7 +26,12 @@ def group_bytes(raw: np.ndarray, elem: int) -> np.ndarray:
 def ungroup_bytes(planes: np.ndarray, elem: int) -> np.ndarray:
     if elem == 1:
         return planes
-    return np.ascontiguousarray(planes.reshape(elem, -1).T).reshape(-1)
+    # one strided copy per plane is ~3x faster in numpy than a transposing copy of the whole block
+    q = planes.reshape(elem, -1)
+    out = np.empty((q.shape[1], elem), dtype=np.uint8)
+    for i in range(elem):
+        out[:, i] = q[i]
+    return out.reshape(-1)
 
 
 def _elem(raw_len: int, itemsize: int) -> int:
@@ -109,8 +114,13 @@ class SubZigzagCodec(Codec):
         assert base is not None and base.size == raw_len
         e = _elem(raw_len, itemsize)
         z = ungroup_bytes(self._unzstd(payload, raw_len), e).view(_UINT[e])
-        d = (z >> 1) ^ (np.zeros(1, _UINT[e]) - (z & 1))
-        return (base.view(_UINT[e]) + d).view(np.uint8)
+        # unzigzag in place: d = (z >> 1) ^ -(z & 1), then add the base (all wrapping)
+        sign = z & 1
+        np.negative(sign, out=sign)
+        z >>= 1
+        z ^= sign
+        z += base.view(_UINT[e])
+        return z.view(np.uint8)
 
 
 class XorCodec(Codec):
