@@ -92,9 +92,11 @@ def fetch_objects(store: ChunkStore, remote: RemoteStore, ids: Iterable[str], *,
 def _write(objs: LooseObjects, cid: str, data: bytes) -> None:
     try:
         objs.write(cid, data)
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise StoreError(f"disk full while fetching into {objs.root.parent.parent}; free space and retry") from None
+    except (OSError, StoreError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            where = objs.root.parent.parent
+            raise StoreError(f"disk full while fetching into {where}; free space and retry") from None
         raise
 
 

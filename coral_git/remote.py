@@ -97,8 +97,11 @@ class PathRemote(RemoteStore):
         self._check()
         try:
             write_atomic(self._path(cid), data)
-        except OSError as exc:
-            raise _os_error(exc, self) from None
+        except (OSError, StoreError) as exc:
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            if not isinstance(cause, OSError):
+                raise
+            raise _os_error(cause, self) from None
         self.bytes_up += len(data)
         self.requests += 1
 
