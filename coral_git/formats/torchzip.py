@@ -152,6 +152,9 @@ def _payload(mv: memoryview, e: ZipEntry) -> int:
     return start
 
 
+MAX_DEFLATED_PICKLE = 32 * 1024 * 1024
+
+
 def _read_pickle(mv: memoryview, e: ZipEntry) -> bytes:
     if e.flags & 1:
         raise FormatError("data.pkl is encrypted")
@@ -160,9 +163,13 @@ def _read_pickle(mv: memoryview, e: ZipEntry) -> bytes:
     start = _payload(mv, e)
     raw = bytes(mv[start : start + e.csize])
     if e.method == 8:
+        # torch stores data.pkl uncompressed; a deflated one is only trusted up to a modest size and
+        # never inflated past what the directory declares (a zip bomb must not cost memory)
+        if e.usize > MAX_DEFLATED_PICKLE:
+            raise FormatError(f"deflated data.pkl declares {e.usize} bytes (more than {MAX_DEFLATED_PICKLE})")
         d = zlib.decompressobj(-15)
         try:
-            data = d.decompress(raw, MAX_PICKLE + 1)
+            data = d.decompress(raw, e.usize + 1)
         except zlib.error:
             raise FormatError("data.pkl does not inflate") from None
         if not d.eof or d.unconsumed_tail:
