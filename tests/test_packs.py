@@ -183,3 +183,14 @@ def test_checkout_from_packs_end_to_end(repo: Path) -> None:
     git(repo, "checkout", "-q", "v2")
     assert sha256(repo / "m.safetensors") == digests[2]
     assert coral(repo, "fsck").returncode == 0
+
+
+def test_full_repack_twice_keeps_everything(tmp_path: Path) -> None:
+    """Packs are named by content: rewriting a pack into the same content must not delete it."""
+    store, raws = filled_store(tmp_path / "coral")
+    for _ in range(3):
+        with store.lock():
+            packs.repack(store, full=True)
+    assert len(list((tmp_path / "coral" / "packs").glob("pack-*.pack"))) == 1
+    for cid, raw in raws.items():
+        assert store.get(cid).tobytes() == raw
