@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +22,25 @@ GIT_ENV = {
 }
 
 
+@contextmanager
+def isolated_git(home: Path) -> Iterator[None]:
+    """Own HOME (no user git config leaks in) and fixed identities; usable by module-scoped fixtures."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+        for k, v in GIT_ENV.items():
+            mp.setenv(k, v)
+        mp.delenv("GIT_DIR", raising=False)
+        mp.delenv("GIT_WORK_TREE", raising=False)
+        (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
+        yield
+
+
 @pytest.fixture(autouse=True)
-def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own HOME (no user git config leaks in) and fixed identities."""
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    for k, v in GIT_ENV.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("GIT_DIR", raising=False)
-    monkeypatch.delenv("GIT_WORK_TREE", raising=False)
-    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
+def _isolated_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test gets its own HOME and fixed identities."""
+    with isolated_git(tmp_path_factory.mktemp("home")):
+        yield
 
 
 def git(repo: Path, *args: str, check: bool = True, input: bytes | None = None, env: dict | None = None) -> str:
@@ -55,16 +65,26 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A fresh repository with ``git coral init`` done and one empty commit."""
-    path = tmp_path / "repo"
+def new_repo(path: Path) -> Path:
+    """Create a repository at ``path`` with ``git coral init`` done and .gitattributes committed."""
     path.mkdir()
     git(path, "init", "-q")
     coral(path, "init")
     git(path, "add", ".gitattributes")
     git(path, "commit", "-qm", "init coral")
     return path
+
+
+def copy_repo(template: Path, dest: Path) -> Path:
+    """A private copy of a template repository (built once per module: tests stay quick)."""
+    shutil.copytree(template, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A fresh repository with ``git coral init`` done and one empty commit."""
+    return new_repo(tmp_path / "repo")
 
 
 def make_state(seed: int = 0, layers: int = 4, width: int = 256, dtype: str = "float32") -> dict[str, np.ndarray]:
