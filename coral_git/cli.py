@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        # a path the user (or git) named cannot be read: a user error, not a bug
+        if os.environ.get("CORAL_DEBUG"):
+            raise
+        print(f"error: cannot open {exc.filename!r}: {exc.strerror}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug, not a user error: still one line unless debugging
         if os.environ.get("CORAL_DEBUG"):
             raise
