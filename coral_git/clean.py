@@ -11,7 +11,7 @@ import xxhash
 
 from . import pointer as ptr
 from .chunking import byte_chunks, tensor_chunks
-from .formats.layout import Layout, itemsize
+from .formats.layout import Layout, TensorSpan, itemsize
 from .formats.registry import detect
 from .mapped import MappedFile
 from .store.chunkstore import ChunkStore, chunk_id
@@ -57,6 +57,60 @@ def skeleton_pieces(layout: Layout, chunk_bytes: int) -> Iterator[Ranges]:
         yield parts
 
 
+Job = tuple[Ranges, int, "str | None"]
+Span = tuple[TensorSpan, int, int]
+
+
+def tensor_jobs(
+    layout: Layout, previous: ptr.Pointer | None, recent: RecentTensors | None, chunk_bytes: int
+) -> tuple[list[Job], list[Span]]:
+    """One job per tensor chunk (file range, itemsize, delta base), and where each tensor's jobs start."""
+    prev_tensors = previous.by_name() if previous is not None and previous.chunk_bytes == chunk_bytes else {}
+    jobs: list[Job] = []
+    spans: list[Span] = []
+    for t in layout.tensors:
+        ranges = tensor_chunks(t.dtype, t.shape, t.nbytes, chunk_bytes)
+        prev = prev_tensors.get(t.name)
+        ids: list[str] | None = None
+        if prev is not None and prev.dtype == t.dtype and len(prev.chunks) == len(ranges) and prev.shape == t.shape:
+            ids = list(prev.chunks)
+        elif recent is not None:
+            ids = recent.get(t.name, t.dtype, t.shape, chunk_bytes)
+        bases: list[str | None] = list(ids) if ids is not None and len(ids) == len(ranges) else [None] * len(ranges)
+        elem = itemsize(t.dtype)
+        spans.append((t, len(jobs), len(ranges)))
+        for (s, e), b in zip(ranges, bases, strict=True):
+            jobs.append(([(t.offset + s, t.offset + e)], elem, b))
+    return jobs, spans
+
+
+def assemble(
+    layout: Layout,
+    results: list[tuple[str, bool]],
+    nskel: int,
+    spans: list[Span],
+    file_id: str,
+    chunk_bytes: int,
+    recent: RecentTensors | None,
+) -> ptr.Pointer:
+    """The pointer from the chunk ids (skeleton first), updating the recent-tensor table for new tensors."""
+    tensors = []
+    for t, first, n in spans:
+        chunk_ids = tuple(r[0] for r in results[first : first + n])
+        tensors.append(ptr.TensorEntry(t.name, t.dtype, t.shape, t.offset, t.nbytes, chunk_ids))
+        if recent is not None and n and any(r[1] for r in results[first : first + n]):
+            recent.set(t.name, t.dtype, t.shape, chunk_bytes, list(chunk_ids))
+    return ptr.Pointer(
+        size=layout.size,
+        format=layout.format,
+        file_id=file_id,
+        chunk_bytes=chunk_bytes,
+        skeleton_nbytes=layout.skeleton_size(),
+        skeleton=tuple(r[0] for r in results[:nskel]),
+        tensors=tuple(tensors),
+    )
+
+
 def _hash_file(read: Callable[[int, int], np.ndarray], size: int, block: int = 8 << 20) -> str:
     h = xxhash.xxh3_128()
     for s in range(0, size, block):
@@ -100,35 +154,17 @@ def clean(
             pass
     detected = detect(memoryview(view) if size else memoryview(b""))
     layout = detected.layout
-    prev_tensors = previous.by_name() if previous is not None and previous.chunk_bytes == chunk_bytes else {}
     prev_skeleton = previous.skeleton if previous is not None and previous.chunk_bytes == chunk_bytes else ()
-
-    def bases_for(name: str, dtype: str, shape: tuple[int, ...], n: int) -> list[str | None]:
-        prev = prev_tensors.get(name)
-        ids: list[str] | None = None
-        if prev is not None and prev.dtype == dtype and len(prev.chunks) == n and prev.shape == shape:
-            ids = list(prev.chunks)
-        elif recent is not None:
-            ids = recent.get(name, dtype, shape, chunk_bytes)
-        if ids is None or len(ids) != n:
-            return [None] * n
-        return list(ids)
-
-    # one job per chunk: (file ranges, itemsize, base id)
-    jobs: list[tuple[Ranges, int, str | None]] = []
+    # one job per chunk: (file ranges, itemsize, base id); skeleton chunks first, then each tensor's
+    jobs: list[Job] = []
     skel_pieces = list(skeleton_pieces(layout, chunk_bytes))
     for i, piece in enumerate(skel_pieces):
         jobs.append((piece, 1, prev_skeleton[i] if i < len(prev_skeleton) else None))
-    spans = []
-    for t in layout.tensors:
-        ranges = tensor_chunks(t.dtype, t.shape, t.nbytes, chunk_bytes)
-        bases = bases_for(t.name, t.dtype, t.shape, len(ranges))
-        elem = itemsize(t.dtype)
-        spans.append((t, len(jobs), len(ranges)))
-        for (s, e), b in zip(ranges, bases, strict=True):
-            jobs.append(([(t.offset + s, t.offset + e)], elem, b))
+    tjobs, spans = tensor_jobs(layout, previous, recent, chunk_bytes)
+    spans = [(t, first + len(jobs), n) for t, first, n in spans]
+    jobs.extend(tjobs)
 
-    def run(job: tuple[Ranges, int, str | None]) -> tuple[str, bool]:
+    def run(job: Job) -> tuple[str, bool]:
         ranges, elem, base = job
         parts = [read(s, e) for s, e in ranges]
         raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -141,22 +177,6 @@ def clean(
         if file_hash is not None:
             file_id = file_hash.result()
     assert file_id is not None
-    ids = [r[0] for r in results]
+    pointer = assemble(layout, results, len(skel_pieces), spans, file_id, chunk_bytes, recent)
     new = sum(1 for r in results if r[1])
-    nskel = len(skel_pieces)
-    tensors = []
-    for t, first, n in spans:
-        chunk_ids = tuple(ids[first : first + n])
-        tensors.append(ptr.TensorEntry(t.name, t.dtype, t.shape, t.offset, t.nbytes, chunk_ids))
-        if recent is not None and n and any(results[first + k][1] for k in range(n)):
-            recent.set(t.name, t.dtype, t.shape, chunk_bytes, list(chunk_ids))
-    pointer = ptr.Pointer(
-        size=size,
-        format=layout.format,
-        file_id=file_id,
-        chunk_bytes=chunk_bytes,
-        skeleton_nbytes=layout.skeleton_size(),
-        skeleton=tuple(ids[:nskel]),
-        tensors=tuple(tensors),
-    )
     return CleanResult(pointer, new, len(jobs), detected.note)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import pkgutil
@@ -106,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("CORAL_DEBUG"):
             raise
         print(f"error: cannot open {exc.filename!r}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if os.environ.get("CORAL_DEBUG") or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        # the machine, not coral: a full disk or a read-only file system
+        print(f"error: {exc.strerror}; free space (or make the store writable) and run the command again", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not a user error: still one line unless debugging
         if os.environ.get("CORAL_DEBUG"):

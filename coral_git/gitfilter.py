@@ -16,12 +16,13 @@ import xxhash
 
 from . import pointer as ptr
 from .clean import clean
-from .errors import CoralError, PointerError, StoreError
+from .errors import CoralError, FormatError, PointerError, StoreError
 from .mapped import MappedFile
 from .pktline import PktReader, PktWriter
 from .repo import Repo, find_repo
 from .smudge import smudge
 from .store.recent import RecentTensors
+from .streamclean import Fallback, StreamingClean
 
 SPOOL_IN_MEMORY = 8 << 20
 
@@ -34,16 +35,23 @@ def log(msg: str) -> None:
 class Spool:
     """Content received from git: in memory while small, else in a temp file read back through mmap.
 
-    The whole-file hash is computed on the way in, so clean never reads the file a second time for it.
+    The whole-file hash is computed on the way in. For clean, a large safetensors file is not spooled
+    at all: ``streamer`` turns the first bytes into a :class:`StreamingClean` that stores chunks as
+    they arrive (falling back to the spool file if the file turns out not to be valid).
     """
 
-    def __init__(self, tmpdir: str) -> None:
+    def __init__(
+        self, tmpdir: str, streamer: Callable[[bytes], StreamingClean] | None = None, mem_limit: int = SPOOL_IN_MEMORY
+    ) -> None:
         self.tmpdir = tmpdir
+        self.mem_limit = mem_limit
         self.mem = bytearray()
         self.file: BinaryIO | None = None
         self.size = 0
         self._map: MappedFile | None = None
         self._hash = xxhash.xxh3_128()
+        self._factory = streamer
+        self.stream: StreamingClean | None = None
 
     @property
     def file_id(self) -> str:
@@ -52,15 +60,52 @@ class Spool:
     def write(self, data: bytes) -> None:
         self.size += len(data)
         self._hash.update(data)
-        if self.file is None and len(self.mem) + len(data) <= SPOOL_IN_MEMORY:
+        if self.stream is not None:
+            try:
+                self.stream.feed(data)
+                return
+            except Fallback:
+                self._to_file()
+        if self.file is None and len(self.mem) + len(data) <= self.mem_limit:
             self.mem += data
             return
+        if self.file is None and self._factory is not None:
+            factory, self._factory = self._factory, None  # one try per file
+            head = bytes(self.mem) + data
+            try:
+                self.stream = factory(head)
+            except FormatError:
+                self.stream = None  # not a safetensors header: spool as usual
+            else:
+                self.mem = bytearray()
+                self.stream.feed(head)
+                return
         if self.file is None:
-            os.makedirs(self.tmpdir, exist_ok=True)
-            self.file = tempfile.TemporaryFile(dir=self.tmpdir, prefix="spool-")
-            self.file.write(self.mem)
+            self._open()
+            self.file.write(self.mem)  # type: ignore[union-attr]
             self.mem = bytearray()
-        self.file.write(data)
+        self.file.write(data)  # type: ignore[union-attr]
+
+    def _open(self) -> None:
+        os.makedirs(self.tmpdir, exist_ok=True)
+        self.file = tempfile.TemporaryFile(dir=self.tmpdir, prefix="spool-")
+
+    def _to_file(self) -> None:
+        """Leave streaming: write everything received so far into a spool file."""
+        assert self.stream is not None
+        self._open()
+        self.stream.materialize(self.file)  # type: ignore[arg-type]
+        self.stream = None
+
+    def streamed(self) -> ptr.Pointer | None:
+        """The pointer, when the content was cleaned while it streamed in."""
+        if self.stream is None:
+            return None
+        try:
+            return self.stream.finish(self.file_id)
+        except Fallback:
+            self._to_file()
+            return None
 
     def view(self) -> bytes | MappedFile:
         """Small content as bytes; large content as a :class:`MappedFile` over the spool file."""
@@ -71,6 +116,8 @@ class Spool:
         return self._map
 
     def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
         if self._map is not None:
             self._map.close()
         if self.file is not None:
@@ -148,8 +195,22 @@ class Filter:
             ) from None
         smudge(p, self.store, write, path=path, workers=self.repo.workers)
 
-    def spool(self) -> Spool:
-        return Spool(self.tmpdir)
+    def spool(self, command: str = "", path: str = "") -> Spool:
+        """Where the content of one file goes; for clean, large safetensors files stream instead."""
+        if command != "clean" or os.environ.get("CORAL_NO_STREAM"):
+            return Spool(self.tmpdir)
+
+        def streamer(head: bytes) -> StreamingClean:
+            return StreamingClean(
+                head,
+                self.store,
+                previous=self.previous(path),
+                recent=self.recent,
+                chunk_bytes=self.repo.chunk_bytes,
+                workers=self.repo.workers,
+            )
+
+        return Spool(self.tmpdir, streamer)
 
 
 def _report(exc: BaseException, path: str) -> None:
@@ -187,17 +248,20 @@ def filter_process() -> int:
             return 0
         meta = dict(item.partition("=")[::2] for item in header)
         command, path = meta.get("command", ""), meta.get("pathname", "")
-        spool = flt.spool()
-        failed: OSError | None = None
+        spool = flt.spool(command, path)
+        failed: OSError | CoralError | None = None
         try:
             while (pkt := rd.read()) is not None:
                 if failed is None:
                     try:
                         spool.write(pkt)
-                    except OSError as exc:
+                    except (OSError, CoralError) as exc:
                         failed = exc  # keep reading: git is still sending this file
             if failed is not None:
-                _report(StoreError(f"cannot hold the file in {flt.tmpdir}: {failed.strerror or failed}"), path)
+                if isinstance(failed, CoralError):
+                    _report(failed, path)
+                else:
+                    _report(StoreError(f"cannot hold the file in {flt.tmpdir}: {failed.strerror or failed}"), path)
                 wr.text("status=error")
                 wr.flush()
                 continue
@@ -207,10 +271,10 @@ def filter_process() -> int:
 
 
 def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) -> None:
-    data = spool.view()
     if command == "clean":
         try:
-            result = flt.clean(data, path, spool.file_id)
+            streamed = spool.streamed()
+            result = streamed.encode() if streamed is not None else flt.clean(spool.view(), path, spool.file_id)
         except Exception as exc:
             _report(exc, path)
             wr.text("status=error")
@@ -222,6 +286,7 @@ def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) ->
         wr.flush()
         wr.flush()
         return
+    data = spool.view()
     if command != "smudge":
         log(f"unknown filter command {command!r}")
         wr.text("status=error")
@@ -258,15 +323,15 @@ def single(command: str, path: str) -> int:
     out = sys.stdout.buffer
     sys.stdout = sys.stderr
     flt = Filter(find_repo())
-    spool = flt.spool()
+    spool = flt.spool(command, path)
     try:
         while chunk := sys.stdin.buffer.read(1 << 20):
             spool.write(chunk)
-        data = spool.view()
         if command == "clean":
-            out.write(flt.clean(data, path, spool.file_id))
+            streamed = spool.streamed()
+            out.write(streamed.encode() if streamed is not None else flt.clean(spool.view(), path, spool.file_id))
         else:
-            flt.smudge(data, path, out.write)
+            flt.smudge(spool.view(), path, out.write)
         out.flush()
         return 0
     except Exception as exc:

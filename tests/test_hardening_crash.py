@@ -197,9 +197,13 @@ def test_disk_full_is_one_clear_line(repo: Path, small_fs: Path, tmp_path: Path)
     small_sha = write_model(repo / small, 0, mb=4)
     git(repo, "add", small)
     git(repo, "commit", "-qm", "small")
-    for mb, where in ((40, "objects"), (80, "spool")):  # 40 MiB spools then fills on objects; 80 fails spooling
-        big = f"big{mb}.safetensors"
-        write_model(repo / big, 1, mb=mb)
+    # an 80 MiB safetensors file streams (no spool) and fills the disk with objects; an 80 MiB file of
+    # another format must be spooled first, and the spool is what fills the disk
+    for big, where in (("big80.safetensors", "objects"), ("big80.bin", "spool")):
+        if where == "objects":
+            write_model(repo / big, 1, mb=80)
+        else:
+            (repo / big).write_bytes(np.random.default_rng(5).bytes(80 << 20))
         proc = subprocess.run(["git", "add", big], cwd=repo, capture_output=True)
         err = proc.stderr.decode(errors="replace")
         assert proc.returncode != 0
@@ -212,7 +216,9 @@ def test_disk_full_is_one_clear_line(repo: Path, small_fs: Path, tmp_path: Path)
         assert not list(small_fs.rglob(".tmp-*"))
         (repo / big).unlink()
     checkout_equals(repo, "HEAD", small, small_sha, tmp_path)
-    # once there is room, the same kind of add works (a 4 MiB model fits)
+    # chunks stored before the disk filled are unreferenced: gc reclaims them, and then the same kind
+    # of add works again (a 4 MiB model fits)
+    coral(repo, "gc", "--prune=now", "--no-pack")
     write_model(repo / "other.safetensors", 2, mb=4)
     git(repo, "add", "other.safetensors")
     git(repo, "commit", "-qm", "other")

@@ -27,8 +27,18 @@ def probe(buf: memoryview) -> bool:
 
 def read(buf: memoryview) -> Layout:
     """Read the header and return the tensor spans; raise FormatError if anything is inconsistent."""
-    size = len(buf)
-    if size < 8:
+    return read_header(buf, len(buf))
+
+
+def header_length(head: bytes | memoryview) -> int:
+    """The number of bytes (8 + JSON) the header occupies, from the first 8 bytes."""
+    (n,) = struct.unpack_from("<Q", head, 0)
+    return 8 + n
+
+
+def read_header(buf: bytes | memoryview, size: int) -> Layout:
+    """The layout of a ``size``-byte file whose first bytes (at least the whole header) are ``buf``."""
+    if size < 8 or len(buf) < 8:
         raise FormatError("file shorter than the 8-byte header length")
     (n,) = struct.unpack_from("<Q", buf, 0)
     if n > MAX_HEADER or 8 + n > size:
