@@ -58,17 +58,13 @@ class ChunkStore:
 
     def read_object(self, cid: str, context: str = "") -> bytes:
         """The stored bytes of object ``cid`` (header + payload), fetching from a remote if set."""
-        for s in self.sources:
-            data = s.read(cid)
-            if data is not None:
-                return data
-        if self.fetcher is not None:
+        data = self.read_object_local(cid)
+        if data is None and self.fetcher is not None:
             self.fetcher([cid])
-            for s in self.sources:
-                data = s.read(cid)
-                if data is not None:
-                    return data
-        raise MissingObjectError(cid, context)
+            data = self.read_object_local(cid)
+        if data is None:
+            raise MissingObjectError(cid, context)
+        return data
 
     def header(self, cid: str, context: str = "") -> ObjectHeader:
         return unpack_header(cid, self.read_object(cid, context)[:HEADER_SIZE])
@@ -177,6 +173,7 @@ class ChunkStore:
             self.loose.write(base, hdr.pack() + payload)
 
     def read_object_local(self, cid: str) -> bytes | None:
+        """The stored bytes of ``cid`` from this machine's sources only (no remote fetch)."""
         for s in self.sources:
             data = s.read(cid)
             if data is not None:
