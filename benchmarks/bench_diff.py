@@ -119,7 +119,7 @@ def main() -> int:
         pointer.write_bytes(subprocess.run(["git", "cat-file", "blob", "HEAD:model.safetensors"], cwd=repo, check=True, capture_output=True).stdout)
         decode = (
             "import sys, time\n"
-            "from coral_git.repo import find_repo\nfrom coral_git.pointer import parse\nfrom coral_git.smudge import decoded_chunks\n"
+            "from coral_git.git.repo import find_repo\nfrom coral_git.core.pointer import parse\nfrom coral_git.filter.smudge import decoded_chunks\n"
             "r = find_repo(); s = r.store\n"
             "import subprocess\n"
             "a = parse(subprocess.run(['git','cat-file','blob','HEAD~1:model.safetensors'],capture_output=True).stdout)\n"

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "AWS_SHARED_CREDENTIALS_FILE": str(work / "none"), "CORAL_QUIET": "1",
     })
     bc.git(work, "lfs", "install", "--skip-repo")  # lfs filters in the global config, for clones
-    from coral_git.install import configure
+    from coral_git.git.install import configure
 
     os.environ["GIT_CONFIG_GLOBAL"] = bc.GIT_ENV["GIT_CONFIG_GLOBAL"]
     configure("--global")  # coral's filter config too

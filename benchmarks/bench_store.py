@@ -78,9 +78,9 @@ def step(s: dict[str, np.ndarray], rng: np.random.Generator, frozen: int) -> dic
 
 def smudge_all(repo: Path, revs: list[str], env: dict[str, str]) -> float:
     """Seconds to rebuild ``model.safetensors`` at each of ``revs`` through the library, in-process."""
-    from coral_git import pointer as ptr
-    from coral_git.repo import find_repo
-    from coral_git.smudge import smudge
+    from coral_git.core import pointer as ptr
+    from coral_git.filter.smudge import smudge
+    from coral_git.git.repo import find_repo
 
     pointers = [ptr.parse(sh(repo, "git", "show", f"{rev}:model.safetensors", env=env).encode()) for rev in revs]
     store = find_repo(repo).store  # a fresh store: nothing cached from an earlier run

@@ -136,7 +136,7 @@ def bench_size(work: Path, checkpoints: int, width: int) -> dict[str, float]:
     import torch
     from sklearn.datasets import load_digits
 
-    from coral_git import checkpoints as ck
+    from coral_git.integrations import checkpoints as ck
     from coral_git.integrations.torch import MODEL_FILE, STATE_FILE, CheckpointManager, CheckpointPolicy
 
     torch.set_num_threads(1)

@@ -12,7 +12,7 @@ _API = ("open", "open_file", "diff", "history", "load_torch", "ModelFile", "Tens
 
 def __getattr__(name: str):  # lazy: `import coral_git` stays cheap for the filter
     if name in _API:
-        from . import api
+        from .api import model as api
 
         return getattr(api, name)
     raise AttributeError(f"module 'coral_git' has no attribute {name!r}")

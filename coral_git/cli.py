@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if argv and argv[0] in FAST:
-            from . import gitfilter
+            from .filter import process as gitfilter
 
             if argv[0] == "filter-process":
                 return gitfilter.filter_process()

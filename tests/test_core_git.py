@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import coral, git, make_state, perturb, save_safetensors, sha256
 
-from coral_git import pointer as ptr
+from coral_git.core import pointer as ptr
 
 
 def commit_versions(repo: Path, name: str, n: int, seed: int = 0, **kw) -> list[tuple[str, str]]:
@@ -200,7 +200,7 @@ def test_torch_files_round_trip(repo: Path) -> None:
         + bytes(12),  # overlapping offsets
         b"PK\x03\x04" + bytes(100),  # truncated zip
         b"\x80\x02}q\x00." * 50,  # a legacy pickle
-        ptr.MAGIC.encode() + b"file broken\n",  # looks like a pointer, is not one
+        ptr.MAGIC + b"file broken\n",  # looks like a pointer, is not one
     ],
 )
 def test_malformed_files_are_stored_exactly(repo: Path, content: bytes) -> None:

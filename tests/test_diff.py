@@ -19,7 +19,7 @@ def commit_model(repo: Path, state: dict[str, np.ndarray], msg: str, name: str =
 
 def coral_json(repo: Path, *revs: str, tensors: list[str] | None = None, cached: bool = False) -> list[dict]:
     """The records `git coral diff --json` prints, computed in-process (same code, no start-up cost)."""
-    from coral_git import api
+    from coral_git.api import model as api
 
     fds = api.diff(*revs, tensors=tensors, cached=cached, repo=repo)
     return json.loads(json.dumps([fd.as_dict() for fd in fds]))
@@ -65,7 +65,7 @@ def test_unchanged_tensors_are_never_decoded(repo: Path) -> None:
     commit_model(repo, base, "base")
     commit_model(repo, perturb(base, seed=4, keys=lambda k: k == "head.weight"), "head")
     # remove every chunk of an unchanged tensor from the store: the diff must not need them
-    from coral_git.pointer import parse
+    from coral_git.core.pointer import parse
 
     p = parse(git(repo, "cat-file", "blob", "HEAD:model.safetensors").encode())
     store = repo / ".git" / "coral" / "objects"
@@ -200,7 +200,7 @@ def test_coral_log_and_show(repo: Path) -> None:
     commit_model(repo, perturb(s2, seed=15, keys=lambda k: k == "layers.0.weight"), "v3")
     out = coral(repo, "log", "model.safetensors", "--tensor", "head.*").stdout.decode()
     assert out.count("commit ") == 2 and "v2" in out and "v3" not in out and "rel " in out
-    from coral_git import api
+    from coral_git.api import model as api
 
     log = api.history("model.safetensors", repo=repo)  # what `git coral log --json` prints
     assert [e["subject"] for e in log] == ["v3", "v2", "v1"]

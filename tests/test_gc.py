@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import copy_repo, coral, git, isolated_git, make_state, new_repo, perturb, save_safetensors, sha256
 
-from coral_git import pointer as ptr
-from coral_git.gc import clean_temp, configured_expire, gc, parse_expire
-from coral_git.repo import find_repo
+from coral_git.core import pointer as ptr
+from coral_git.git.repo import find_repo
+from coral_git.maintenance.gc import clean_temp, configured_expire, gc, parse_expire
 from coral_git.store.packs import inventory
 
 MODEL = "model.safetensors"

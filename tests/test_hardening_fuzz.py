@@ -96,10 +96,10 @@ class Harness:
         self.slowest = 0.0
 
     def check(self, data: bytes) -> str:
-        from coral_git import pointer as ptr
-        from coral_git.clean import clean
+        from coral_git.core import pointer as ptr
         from coral_git.errors import CoralError
-        from coral_git.smudge import smudge
+        from coral_git.filter.clean import clean
+        from coral_git.filter.smudge import smudge
 
         t0 = time.perf_counter()
         signal.alarm(PER_INPUT_SECONDS)
@@ -606,9 +606,9 @@ def test_pointer_parser_fuzz(tmp_path: Path) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from coral_git import pointer as ptr
-    from coral_git.clean import clean
+    from coral_git.core import pointer as ptr
     from coral_git.errors import PointerError
+    from coral_git.filter.clean import clean
     from coral_git.store.chunkstore import ChunkStore
 
     seeds = [p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py"))[:1]]

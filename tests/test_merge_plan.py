@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load, save
 
-from coral_git.clean import clean
-from coral_git.merge import METADATA, MergeSettings, merged_pointer, plan_merge, write_merged
-from coral_git.pointer import Pointer
-from coral_git.repo import Repo
+from coral_git.core.pointer import Pointer
+from coral_git.filter.clean import clean
+from coral_git.git.repo import Repo
+from coral_git.merge.model import METADATA, MergeSettings
+from coral_git.merge.plan import plan_merge
+from coral_git.merge.write import merged_pointer, write_merged
 from coral_git.store.chunkstore import ChunkStore
 
 
@@ -234,7 +236,7 @@ def test_merged_pointer_is_the_clean_of_the_merged_bytes(tmp_path: Path) -> None
     write_merged(plan, store, buf)
     assert p == clean(buf.getvalue(), store, chunk_bytes=4096).pointer
     got = io.BytesIO()
-    from coral_git.smudge import smudge
+    from coral_git.filter.smudge import smudge
 
     smudge(p, store, got.write)
     assert got.getvalue() == buf.getvalue()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coral_git.errors import UsageError
-from coral_git.merge_strategies import STRATEGIES, from_float, is_float, parse_spec, to_float
+from coral_git.merge.strategies import STRATEGIES, from_float, is_float, parse_spec, to_float
 
 torch = pytest.importorskip("torch")
 
@@ -138,7 +138,7 @@ def test_spec_errors_are_usage_errors() -> None:
 
 
 def test_tensor_rules_parse() -> None:
-    from coral_git.mergedriver import parse_rules
+    from coral_git.merge.driver import parse_rules
 
     assert parse_rules("head.*=theirs; *=weighted:0.3;", "env") == [("head.*", "theirs"), ("*", "weighted:0.3")]
     for bad in ("head.*", "=ours", "x="):

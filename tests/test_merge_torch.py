@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from conftest import coral, git
 
-from coral_git.clean import clean
-from coral_git.merge import MergeSettings, plan_merge, write_merged
-from coral_git.pointer import Pointer
+from coral_git.core.pointer import Pointer
+from coral_git.filter.clean import clean
+from coral_git.merge.model import MergeSettings
+from coral_git.merge.plan import plan_merge
+from coral_git.merge.write import write_merged
 from coral_git.store.chunkstore import ChunkStore
 
 torch = pytest.importorskip("torch")

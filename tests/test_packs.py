@@ -11,7 +11,7 @@ from conftest import coral, git, make_state, perturb, save_safetensors, sha256
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coral_git.repo import find_repo
+from coral_git.git.repo import find_repo
 from coral_git.store import packs
 from coral_git.store.chunkstore import ChunkStore, chunk_id
 

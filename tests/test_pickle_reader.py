@@ -14,14 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coral_git.errors import FormatError
-from coral_git.formats.pickle_reader import (
-    Build,
-    Call,
-    Global,
-    PersistentRef,
-    find_tensors,
-    parse_pickle,
-)
+from coral_git.formats.pickle_reader import Build, Call, Global, PersistentRef, find_tensors, parse_pickle
 
 scalars = (
     st.none()

@@ -39,7 +39,7 @@ def global_config(home_env: dict[str, str] | None = None, chunk_size: int = 6553
 
     The chunk size is a setting that clones do not carry, so it is set for the whole HOME too.
     """
-    from coral_git.install import CONFIG
+    from coral_git.git.install import CONFIG
 
     env = {**os.environ, **(home_env or {})}
     for key, value in {**CONFIG, "coral.chunkSize": str(chunk_size)}.items():
@@ -226,9 +226,9 @@ def test_remote_set_and_show(repo: Path, tmp_path: Path) -> None:
 
 
 def test_push_of_an_old_revision_is_self_contained(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
-    from coral_git.remote import PathRemote
-    from coral_git.remote_hooks import needed_chunks, push_chunks
-    from coral_git.repo import find_repo
+    from coral_git.git.repo import find_repo
+    from coral_git.remote.backends import PathRemote
+    from coral_git.remote.push import needed_chunks, push_chunks
 
     repo, _bare, _shas = shared
     r = find_repo(repo)
@@ -289,9 +289,9 @@ def test_disk_full_on_the_remote_and_locally(shared: tuple[Path, Path, list[str]
 
 
 def test_remote_delta_chains_are_bounded(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
-    from coral_git.remote import PathRemote
-    from coral_git.remote_hooks import needed_chunks, push_chunks
-    from coral_git.repo import find_repo
+    from coral_git.git.repo import find_repo
+    from coral_git.remote.backends import PathRemote
+    from coral_git.remote.push import needed_chunks, push_chunks
 
     repo, _bare, _shas = shared
     r = find_repo(repo)

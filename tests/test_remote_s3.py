@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import coral, git, make_state, perturb, save_safetensors, sha256
 
-from coral_git import pointer as ptr
+from coral_git.core import pointer as ptr
 from coral_git.store.objects import LooseObjects, unpack_header
 
 BUCKET = "coral-test"
@@ -91,7 +91,7 @@ def push_versions(repo: Path, tmp_path: Path, prefix: str, n: int) -> tuple[Path
     url = f"s3://{BUCKET}/{prefix}"
     bare = tmp_path / "bare.git"
     git(tmp_path, "init", "-q", "--bare", str(bare))
-    from coral_git.install import CONFIG
+    from coral_git.git.install import CONFIG
 
     for key, value in {**CONFIG, "coral.chunkSize": "65536"}.items():
         git(tmp_path, "config", "--global", key, value)

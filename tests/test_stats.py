@@ -8,9 +8,9 @@ from pathlib import Path
 
 from conftest import coral, git, make_state, perturb, save_safetensors, sha256
 
-from coral_git import pointer as ptr
-from coral_git.repo import find_repo
-from coral_git.stats import stats
+from coral_git.core import pointer as ptr
+from coral_git.git.repo import find_repo
+from coral_git.maintenance.stats import stats
 
 
 def build(repo: Path) -> dict[tuple[str, str], int]:

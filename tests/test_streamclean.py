@@ -10,11 +10,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coral_git.clean import clean
-from coral_git.gitfilter import Spool
-from coral_git.smudge import smudge
+from coral_git.filter.clean import clean
+from coral_git.filter.process import Spool
+from coral_git.filter.smudge import smudge
+from coral_git.filter.streamclean import StreamingClean
 from coral_git.store.chunkstore import ChunkStore
-from coral_git.streamclean import StreamingClean
 
 CHUNK = 4096
 STREAMED: list[bool] = []

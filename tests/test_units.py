@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coral_git import pointer as ptr
-from coral_git.chunking import chunk_shape, tensor_chunks
+from coral_git.core import pointer as ptr
+from coral_git.core.chunking import chunk_shape, tensor_chunks
 from coral_git.errors import CorruptObjectError, MissingObjectError, PointerError
 from coral_git.formats.layout import itemsize
 from coral_git.store.chunkstore import ChunkStore, chunk_id

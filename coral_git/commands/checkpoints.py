@@ -18,8 +18,8 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most N rows (0: all).")] = 0,
     ) -> None:
         """List checkpoint commits (newest first, or best first with --metric), read from their git trailers."""
-        from ..checkpoints import guess_mode, list_checkpoints, open_repo
         from ..errors import UsageError
+        from ..integrations.checkpoints import guess_mode, list_checkpoints, open_repo
 
         if mode is not None and mode not in ("min", "max"):
             raise UsageError(f"--mode must be 'min' or 'max', not {mode!r}")

@@ -12,7 +12,7 @@ from ..errors import UsageError
 
 def _split_revs_paths(args: list[str], cwd: str | None = None) -> tuple[list[str], list[str]]:
     """Split ``[REV [REV]] [--] [PATH…]`` like git: ``--`` if given, else leading args that are revisions."""
-    from ..repo import git
+    from ..git.repo import git
 
     argv = sys.argv[1:]
     if "--" in argv:
@@ -43,14 +43,14 @@ def register(app: typer.Typer) -> None:
     @app.command("diff-driver", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def diff_driver(ctx: typer.Context) -> None:
         """git's external diff command (diff.coral.command): path old-file old-hex old-mode new-file new-hex new-mode."""
-        from .. import diffdriver
+        from ..diff import driver as diffdriver
 
         raise typer.Exit(diffdriver.run(list(ctx.args)))
 
     @app.command("textconv", hidden=True)
     def textconv_cmd(path: str) -> None:
         """git's textconv (diff.coral.textconv): one line per tensor of PATH on stdout."""
-        from .. import textconv
+        from ..diff import textconv
 
         raise typer.Exit(textconv.run(path))
 
@@ -68,8 +68,9 @@ def register(app: typer.Typer) -> None:
         """Per-tensor differences of model files (the table git diff shows), without git's diff machinery."""
         import json
 
-        from .. import api, diffdriver
-        from ..repo import find_repo
+        from ..api import model as api
+        from ..diff import driver as diffdriver
+        from ..git.repo import find_repo
 
         repo = find_repo()
         revs, paths = _split_revs_paths(list(args or []), str(repo.worktree) if repo.worktree else None)
@@ -100,8 +101,8 @@ def register(app: typer.Typer) -> None:
         """The tensors of a model file at a revision: dtype, shape, size, stored size and statistics."""
         import json
 
-        from .. import api
-        from ..repo import find_repo
+        from ..api import model as api
+        from ..git.repo import find_repo
 
         repo = find_repo()
         rev, _, path = spec.rpartition(":") if ":" in spec else ("HEAD", "", spec)
@@ -132,8 +133,9 @@ def register(app: typer.Typer) -> None:
         """Per-tensor history of PATH: the commits in which tensors changed, and by how much."""
         import json
 
-        from .. import api, diffdriver
-        from ..repo import find_repo
+        from ..api import model as api
+        from ..diff import driver as diffdriver
+        from ..git.repo import find_repo
 
         repo = find_repo()
         want_stats = bool(tensor) if stats is None else stats
@@ -161,7 +163,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_table(m, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
-    from ..diffdriver import human_bytes
+    from ..diff.driver import human_bytes
 
     print(f"{m.path}: {m.format}, {len(rows)} tensors, {m.pointer.size:,} bytes ({human_bytes(m.pointer.size)})")
     if not rows:

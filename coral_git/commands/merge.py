@@ -20,15 +20,15 @@ def register(app: typer.Typer) -> None:
         marker_size: Annotated[str, typer.Argument()] = "",
     ) -> None:
         """git's merge driver (merge.coral.driver): %O %A %B %P %L."""
-        from .. import mergedriver
+        from ..merge import driver as mergedriver
 
         raise typer.Exit(mergedriver.run(base, ours, theirs, path or ours))
 
     @app.command()
     def conflicts(paths: Annotated[list[str] | None, typer.Argument(help="Limit to these paths.")] = None) -> None:
         """List the conflicting tensors of every model file left unmerged by a merge."""
-        from ..mergeresolve import file_conflicts, repo_path
-        from ..repo import find_repo
+        from ..git.repo import find_repo
+        from ..merge.resolve import file_conflicts, repo_path
 
         repo = find_repo()
         found = file_conflicts(repo, [repo_path(repo, p) for p in paths] if paths else None)
@@ -56,8 +56,8 @@ def register(app: typer.Typer) -> None:
         tensor: Annotated[list[str] | None, typer.Option("--tensor", "-t", help="Only conflicting tensors matching this glob (repeatable).")] = None,
     ) -> None:
         """Resolve a model file's conflicting tensors and stage the result once none is left."""
-        from ..mergeresolve import resolve as do_resolve
-        from ..repo import find_repo
+        from ..git.repo import find_repo
+        from ..merge.resolve import resolve as do_resolve
 
         chosen = [s for s in ("ours" if ours else None, "theirs" if theirs else None, strategy) if s]
         if len(chosen) != 1:

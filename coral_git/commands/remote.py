@@ -9,14 +9,14 @@ import typer
 
 
 def _repo():
-    from ..repo import find_repo
+    from ..git.repo import find_repo
 
     return find_repo()
 
 
 def _remote_name(repo, name: str | None, key: str) -> str:
     from ..errors import UsageError
-    from ..remote import default_remote
+    from ..remote.backends import default_remote
 
     name = name or default_remote(repo, key)
     if not name:
@@ -36,8 +36,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Store the chunks of git remote NAME at URL (git config coral.remote.NAME.url)."""
         from ..errors import UsageError
-        from ..remote import store_for_url
-        from ..repo import git
+        from ..git.repo import git
+        from ..remote.backends import store_for_url
 
         repo = _repo()
         cwd = repo.worktree or repo.git_dir
@@ -55,8 +55,8 @@ def register(app: typer.Typer) -> None:
     def remote_show(name: Annotated[str | None, typer.Argument(help="The git remote (default: all).")] = None) -> None:
         """Print each git remote and its chunk store."""
         from ..errors import CoralError
-        from ..remote import resolve
-        from ..repo import git
+        from ..git.repo import git
+        from ..remote.backends import resolve
 
         repo = _repo()
         cwd = repo.worktree or repo.git_dir
@@ -74,8 +74,8 @@ def register(app: typer.Typer) -> None:
         all_: Annotated[bool, typer.Option("--all", help="Every chunk reachable from any ref, not just HEAD.")] = False,
     ) -> None:
         """Upload the chunks that HEAD's history (or every ref's, with --all) needs and the remote lacks."""
-        from ..remote import resolve
-        from ..remote_hooks import needed_chunks, push_chunks, push_options
+        from ..remote.backends import resolve
+        from ..remote.push import needed_chunks, push_chunks, push_options
 
         repo = _repo()
         name = _remote_name(repo, remote, "coral.pushRemote")
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         include: Annotated[list[str] | None, typer.Option("--include", "-I", help="Only paths matching this glob (repeatable).")] = None,
     ) -> None:
         """Fetch the chunks of HEAD's files, then check out the files still left as pointers."""
-        from ..repo import git
+        from ..git.repo import git
 
         repo = _repo()
         name = _remote_name(repo, remote, "coral.fetchRemote")
@@ -126,7 +126,7 @@ def _rewrite(repo, path: str, p) -> None:
     import os
     import secrets
 
-    from ..smudge import smudge
+    from ..filter.smudge import smudge
 
     final = repo.worktree / path
     tmp = final.parent / f".{final.name}.coral-{secrets.token_hex(4)}"
@@ -141,8 +141,8 @@ def _rewrite(repo, path: str, p) -> None:
 
 def _fetch(repo, name: str, rev: str, include: list[str]):
     """Fetch the chunks of the pointers in ``rev``'s tree; return (files, stats, remote store)."""
-    from ..fetch import fetch_objects, tree_pointers
-    from ..remote import resolve
+    from ..remote.backends import resolve
+    from ..remote.fetch import fetch_objects, tree_pointers
 
     cwd = repo.worktree or repo.git_dir
     ids: list[str] = []
@@ -158,9 +158,9 @@ def _pointer_files(repo, include: list[str]) -> list[tuple[str, object]]:
     """Work-tree files whose index entry is a pointer and whose content is still that pointer."""
     import fnmatch
 
-    from .. import pointer as ptr
-    from ..fetch import pointer_blobs
-    from ..repo import git
+    from ..core import pointer as ptr
+    from ..git.repo import git
+    from ..remote.fetch import pointer_blobs
 
     out = git("ls-files", "-s", "-z", cwd=repo.worktree)
     blobs = []
@@ -179,6 +179,6 @@ def _pointer_files(repo, include: list[str]) -> list[tuple[str, object]]:
                 head = fh.read(len(ptr.MAGIC))
         except OSError:
             continue
-        if head == ptr.MAGIC.encode():
+        if head == ptr.MAGIC:
             left.append((path, p))
     return left

@@ -17,8 +17,8 @@ def register(app: typer.Typer) -> None:
         global_: Annotated[bool, typer.Option("--global", help="Configure the filter for every repository of this user (like 'git lfs install').")] = False,
     ) -> None:
         """Configure the filter, diff and merge drivers, .gitattributes and hooks. Safe to run again."""
-        from .. import install
-        from ..repo import find_repo
+        from ..git import install
+        from ..git.repo import find_repo
 
         if shutil.which("git-coral") is None:
             print("warning: 'git-coral' is not on PATH; git will not find the filter until it is", file=sys.stderr)
@@ -42,8 +42,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def track(patterns: Annotated[list[str], typer.Argument(help="Path patterns, e.g. '*.onnx' or 'ckpt/**'.")]) -> None:
         """Store files matching PATTERNS through coral (edits .gitattributes)."""
-        from .. import install
-        from ..repo import find_repo
+        from ..git import install
+        from ..git.repo import find_repo
 
         repo = find_repo()
         if repo.worktree is None:
@@ -55,8 +55,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def untrack(patterns: Annotated[list[str], typer.Argument(help="Patterns previously given to track.")]) -> None:
         """Stop storing files matching PATTERNS through coral (edits .gitattributes)."""
-        from .. import install
-        from ..repo import find_repo
+        from ..git import install
+        from ..git.repo import find_repo
 
         repo = find_repo()
         if repo.worktree is None:
@@ -68,6 +68,6 @@ def register(app: typer.Typer) -> None:
     @app.command(hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def hook(ctx: typer.Context, name: str) -> None:
         """Entry point of the git hooks that 'init' installs."""
-        from .. import hooks
+        from ..git import hooks
 
         raise typer.Exit(hooks.run(name, list(ctx.args), sys.stdin.read()))

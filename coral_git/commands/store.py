@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
         no_pack: Annotated[bool, typer.Option("--no-pack", help="Do not gather loose objects into packs.")] = False,
     ) -> None:
         """Remove chunks nothing references any more, and pack loose objects."""
-        from ..gc import configured_expire, gc, parse_expire
-        from ..repo import find_repo
+        from ..git.repo import find_repo
+        from ..maintenance.gc import configured_expire, gc, parse_expire
 
         repo = find_repo()
         expire = parse_expire(prune if prune is not None else configured_expire(repo))
@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         max_chain: Annotated[int | None, typer.Option("--max-chain", help="Re-encode objects deeper than this as keyframes (default: coral.maxChain).")] = None,
     ) -> None:
         """Gather loose objects into pack files (nothing is deleted that is still needed)."""
-        from ..repo import find_repo
+        from ..git.repo import find_repo
         from ..store import packs
 
         repo = find_repo()
@@ -101,8 +101,8 @@ def register(app: typer.Typer) -> None:
         no_move: Annotated[bool, typer.Option("--no-move", help="Only report; leave damaged objects where they are.")] = False,
     ) -> None:
         """Check every reachable pointer and every stored object; exit non-zero on any problem."""
-        from ..fsck import fsck
-        from ..repo import find_repo
+        from ..git.repo import find_repo
+        from ..maintenance.fsck import fsck
 
         with _progress() as progress:
             res = fsck(find_repo(), move=not no_move, progress=progress)
@@ -125,8 +125,8 @@ def register(app: typer.Typer) -> None:
         by: Annotated[str | None, typer.Option("--by", help="Break the figures down by 'file' or 'commit'.")] = None,
     ) -> None:
         """Logical vs stored bytes, savings from dedup, delta and compression, and a git-lfs comparison."""
-        from ..repo import find_repo
-        from ..stats import stats
+        from ..git.repo import find_repo
+        from ..maintenance.stats import stats
 
         if by not in (None, "file", "commit"):
             raise UsageError("--by takes 'file' or 'commit'")

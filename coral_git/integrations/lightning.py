@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..checkpoints import CheckpointError
+from .checkpoints import CheckpointError
 from .torch import CheckpointManager, CheckpointPolicy
 
 try:  # pragma: no cover - depends on what is installed

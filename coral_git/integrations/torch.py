@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import checkpoints as ck
-from ..checkpoints import CheckpointError, CheckpointInfo, list_checkpoints
 from ..errors import UsageError
+from . import checkpoints as ck
+from .checkpoints import CheckpointError, CheckpointInfo, list_checkpoints
 
 __all__ = [
     "CheckpointError",

@@ -1,0 +1,180 @@
+"""clean: file bytes → chunks in the store + a pointer for git."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+
+from ..core import pointer as ptr
+from ..core.chunking import byte_chunks, tensor_chunks
+from ..core.mapped import MappedFile
+from ..dtypes import itemsize
+from ..formats.layout import Layout, TensorSpan
+from ..formats.registry import detect
+from ..store.chunkstore import ChunkStore, chunk_id
+from ..store.recent import RecentTensors
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class CleanResult:
+    """The pointer plus what the clean cost the store."""
+
+    pointer: ptr.Pointer
+    new_chunks: int
+    total_chunks: int
+    note: str | None
+
+
+def _nolog(msg: str) -> None:
+    pass
+
+
+Ranges = list[tuple[int, int]]
+
+
+def skeleton_pieces(layout: Layout, chunk_bytes: int) -> Iterator[Ranges]:
+    """The skeleton (every byte outside spans) cut into ``chunk_bytes`` pieces, each as file ranges."""
+    gaps = layout.gaps()
+    total = sum(e - s for s, e in gaps)
+    gi, gpos = 0, gaps[0][0] if gaps else 0
+    for start, end in byte_chunks(total, chunk_bytes):
+        need = end - start
+        parts: Ranges = []
+        while need:
+            ge = gaps[gi][1]
+            take = min(need, ge - gpos)
+            parts.append((gpos, gpos + take))
+            need -= take
+            gpos += take
+            if gpos == ge and gi + 1 < len(gaps):
+                gi += 1
+                gpos = gaps[gi][0]
+        yield parts
+
+
+Job = tuple[Ranges, int, "str | None"]
+Span = tuple[TensorSpan, int, int]
+
+
+def tensor_jobs(
+    layout: Layout, previous: ptr.Pointer | None, recent: RecentTensors | None, chunk_bytes: int
+) -> tuple[list[Job], list[Span]]:
+    """One job per tensor chunk (file range, itemsize, delta base), and where each tensor's jobs start."""
+    prev_tensors = previous.by_name() if previous is not None and previous.chunk_bytes == chunk_bytes else {}
+    jobs: list[Job] = []
+    spans: list[Span] = []
+    for t in layout.tensors:
+        ranges = tensor_chunks(t.dtype, t.shape, t.nbytes, chunk_bytes)
+        prev = prev_tensors.get(t.name)
+        ids: list[str] | None = None
+        if prev is not None and prev.dtype == t.dtype and len(prev.chunks) == len(ranges) and prev.shape == t.shape:
+            ids = list(prev.chunks)
+        elif recent is not None:
+            ids = recent.get(t.name, t.dtype, t.shape, chunk_bytes)
+        bases: list[str | None] = list(ids) if ids is not None and len(ids) == len(ranges) else [None] * len(ranges)
+        elem = itemsize(t.dtype)
+        spans.append((t, len(jobs), len(ranges)))
+        for (s, e), b in zip(ranges, bases, strict=True):
+            jobs.append(([(t.offset + s, t.offset + e)], elem, b))
+    return jobs, spans
+
+
+def assemble(
+    layout: Layout,
+    results: list[tuple[str, bool]],
+    nskel: int,
+    spans: list[Span],
+    file_id: str,
+    chunk_bytes: int,
+    recent: RecentTensors | None,
+) -> ptr.Pointer:
+    """The pointer from the chunk ids (skeleton first), updating the recent-tensor table for new tensors."""
+    tensors = []
+    for t, first, n in spans:
+        chunk_ids = tuple(r[0] for r in results[first : first + n])
+        tensors.append(ptr.TensorEntry(t.name, t.dtype, t.shape, t.offset, t.nbytes, chunk_ids))
+        if recent is not None and n and any(r[1] for r in results[first : first + n]):
+            recent.set(t.name, t.dtype, t.shape, chunk_bytes, list(chunk_ids))
+    return ptr.Pointer(
+        size=layout.size,
+        format=layout.format,
+        file_id=file_id,
+        chunk_bytes=chunk_bytes,
+        skeleton_nbytes=layout.skeleton_size(),
+        skeleton=tuple(r[0] for r in results[:nskel]),
+        tensors=tuple(tensors),
+    )
+
+
+def _hash_file(read: Callable[[int, int], np.ndarray], size: int, block: int = 8 << 20) -> str:
+    h = xxhash.xxh3_128()
+    for s in range(0, size, block):
+        h.update(read(s, min(s + block, size)))
+    return h.hexdigest()
+
+
+def clean(
+    data: memoryview | bytes | MappedFile,
+    store: ChunkStore,
+    *,
+    previous: ptr.Pointer | None = None,
+    recent: RecentTensors | None = None,
+    chunk_bytes: int,
+    workers: int = 2,
+    file_id: str | None = None,
+    log: Log = _nolog,
+) -> CleanResult:
+    """Store ``data`` and return its pointer; a valid pointer is returned unchanged.
+
+    ``data`` is the file's bytes, or a :class:`MappedFile` for large inputs (chunks are then copied
+    out one at a time, keeping resident memory bounded). ``file_id`` may pass the whole-file hash
+    when the caller already computed it while receiving the bytes.
+    """
+    if isinstance(data, MappedFile):
+        view = data.view()
+        size = data.size
+        read = data.read
+    else:
+        view = data
+        size = len(data)
+        whole = np.frombuffer(data, dtype=np.uint8)
+
+        def read(start: int, end: int) -> np.ndarray:
+            return whole[start:end]
+
+    if size <= ptr.MAX_POINTER and (p := ptr.parse_or_none(view)) is not None:
+        return CleanResult(p, 0, 0, None)  # clean(pointer) == pointer; a malformed one is stored as content
+    detected = detect(memoryview(view) if size else memoryview(b""))
+    layout = detected.layout
+    prev_skeleton = previous.skeleton if previous is not None and previous.chunk_bytes == chunk_bytes else ()
+    # one job per chunk: (file ranges, itemsize, base id); skeleton chunks first, then each tensor's
+    jobs: list[Job] = []
+    skel_pieces = list(skeleton_pieces(layout, chunk_bytes))
+    for i, piece in enumerate(skel_pieces):
+        jobs.append((piece, 1, prev_skeleton[i] if i < len(prev_skeleton) else None))
+    tjobs, spans = tensor_jobs(layout, previous, recent, chunk_bytes)
+    spans = [(t, first + len(jobs), n) for t, first, n in spans]
+    jobs.extend(tjobs)
+
+    def run(job: Job) -> tuple[str, bool]:
+        ranges, elem, base = job
+        parts = [read(s, e) for s, e in ranges]
+        raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        cid = chunk_id(raw)
+        return cid, store.put(raw, elem, base, cid=cid)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        file_hash = pool.submit(_hash_file, read, size) if file_id is None else None
+        results = list(pool.map(run, jobs))
+        if file_hash is not None:
+            file_id = file_hash.result()
+    assert file_id is not None
+    pointer = assemble(layout, results, len(skel_pieces), spans, file_id, chunk_bytes, recent)
+    new = sum(1 for r in results if r[1])
+    return CleanResult(pointer, new, len(jobs), detected.note)

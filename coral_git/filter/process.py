@@ -1,0 +1,340 @@
+"""git's filter protocol: the long-running ``filter-process`` (pkt-line v2) and single-file clean/smudge.
+
+stdout carries protocol and file bytes only; every message goes to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from typing import BinaryIO
+
+import xxhash
+
+from ..core import pointer as ptr
+from ..core.mapped import MappedFile
+from ..errors import CoralError, FormatError, PointerError, StoreError
+from ..git.repo import Repo, find_repo
+from ..store.recent import RecentTensors
+from .clean import clean
+from .pktline import PktReader, PktWriter
+from .smudge import smudge
+from .streamclean import Fallback, StreamingClean
+
+SPOOL_IN_MEMORY = 8 << 20
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"coral: {msg}\n")
+    sys.stderr.flush()
+
+
+class Spool:
+    """Content received from git: in memory while small, else in a temp file read back through mmap.
+
+    The whole-file hash is computed on the way in. For clean, a large safetensors file is not spooled
+    at all: ``streamer`` turns the first bytes into a :class:`StreamingClean` that stores chunks as
+    they arrive (falling back to the spool file if the file turns out not to be valid).
+    """
+
+    def __init__(
+        self, tmpdir: str, streamer: Callable[[bytes], StreamingClean] | None = None, mem_limit: int = SPOOL_IN_MEMORY
+    ) -> None:
+        self.tmpdir = tmpdir
+        self.mem_limit = mem_limit
+        self.mem = bytearray()
+        self.file: BinaryIO | None = None
+        self.size = 0
+        self._map: MappedFile | None = None
+        self._hash = xxhash.xxh3_128()
+        self._factory = streamer
+        self.stream: StreamingClean | None = None
+
+    @property
+    def file_id(self) -> str:
+        return self._hash.hexdigest()
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        self._hash.update(data)
+        if self.stream is not None:
+            try:
+                self.stream.feed(data)
+                return
+            except Fallback:
+                self._to_file()
+        if self.file is None and len(self.mem) + len(data) <= self.mem_limit:
+            self.mem += data
+            return
+        if self.file is None and self._factory is not None:
+            factory, self._factory = self._factory, None  # one try per file
+            head = bytes(self.mem) + data
+            try:
+                self.stream = factory(head)
+            except FormatError:
+                self.stream = None  # not a safetensors header: spool as usual
+            else:
+                self.mem = bytearray()
+                self.stream.feed(head)
+                return
+        if self.file is None:
+            self._open()
+            self.file.write(self.mem)  # type: ignore[union-attr]
+            self.mem = bytearray()
+        self.file.write(data)  # type: ignore[union-attr]
+
+    def _open(self) -> None:
+        os.makedirs(self.tmpdir, exist_ok=True)
+        self.file = tempfile.TemporaryFile(dir=self.tmpdir, prefix="spool-")
+
+    def _to_file(self) -> None:
+        """Leave streaming: write everything received so far into a spool file."""
+        assert self.stream is not None
+        self._open()
+        self.stream.materialize(self.file)  # type: ignore[arg-type]
+        self.stream = None
+
+    def streamed(self) -> ptr.Pointer | None:
+        """The pointer, when the content was cleaned while it streamed in."""
+        if self.stream is None:
+            return None
+        try:
+            return self.stream.finish(self.file_id)
+        except Fallback:
+            self._to_file()
+            return None
+
+    def view(self) -> bytes | MappedFile:
+        """Small content as bytes; large content as a :class:`MappedFile` over the spool file."""
+        if self.file is None:
+            return bytes(self.mem)
+        self.file.flush()
+        self._map = MappedFile(self.file.fileno())
+        return self._map
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        if self._map is not None:
+            self._map.close()
+        if self.file is not None:
+            self.file.close()
+
+
+class Filter:
+    """Clean and smudge bound to one repository."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self.store = repo.store
+        self.recent = RecentTensors(repo.store_root / "recent")
+        self.tmpdir = str(repo.store_root / "tmp")
+        self._index = None
+        from ..remote.fetch import make_fetcher
+
+        self.store.fetcher = make_fetcher(repo)  # missing chunks come from the remote store on demand
+
+    def previous(self, path: str) -> ptr.Pointer | None:
+        """The pointer of ``path`` in the index (or HEAD): the delta base for its new version."""
+        try:
+            r = self.repo.pygit
+            if self._index is None:
+                self._index = r.index
+            blob_id = None
+            try:
+                blob_id = self._index[path].id
+            except KeyError:
+                head = r.revparse_single("HEAD").peel(None)
+                tree = head.tree if hasattr(head, "tree") else head
+                blob_id = tree[path].id
+            obj = r[blob_id]
+            if obj.size > ptr.MAX_POINTER:
+                return None
+            data = obj.data
+            return ptr.parse_or_none(data)
+        except Exception:
+            return None
+
+    def clean(self, data: bytes | MappedFile, path: str, file_id: str | None = None) -> bytes:
+        res = clean(
+            data,
+            self.store,
+            previous=self.previous(path),
+            recent=self.recent,
+            chunk_bytes=self.repo.chunk_bytes,
+            workers=self.repo.workers,
+            file_id=file_id,
+        )
+        if res.new_chunks and res.pointer.format == "opaque":
+            why = res.note or "format not recognised"
+            log(f"{path}: stored as opaque bytes ({why})")
+        return res.pointer.encode()
+
+    def smudge(self, data: bytes | MappedFile, path: str, write: Callable[[memoryview], None]) -> None:
+        view = data.view() if isinstance(data, MappedFile) else data
+        if not ptr.looks_like_pointer(view) or os.environ.get("CORAL_SKIP_SMUDGE", "0") not in ("", "0"):
+            # CORAL_SKIP_SMUDGE=1 leaves pointers; content that is not a pointer (committed before
+            # coral, or plain text) goes out as it is
+            if isinstance(data, MappedFile):
+                for s in range(0, data.size, 1 << 20):
+                    write(memoryview(data.read(s, min(s + (1 << 20), data.size))))
+            else:
+                write(memoryview(data))
+            return
+        try:
+            p = ptr.parse(bytes(view))
+        except CoralError as exc:
+            # clean never stores such text (it would be stored as content): it was edited by hand or
+            # damaged; writing it out as the model file would be wrong bytes, so refuse
+            raise PointerError(
+                f"the stored pointer is damaged ({exc}); restore it, e.g. 'git checkout <good-rev> -- {path}'"
+            ) from None
+        smudge(p, self.store, write, path=path, workers=self.repo.workers)
+
+    def spool(self, command: str = "", path: str = "") -> Spool:
+        """Where the content of one file goes; for clean, large safetensors files stream instead."""
+        if command != "clean" or os.environ.get("CORAL_NO_STREAM"):
+            return Spool(self.tmpdir)
+
+        def streamer(head: bytes) -> StreamingClean:
+            return StreamingClean(
+                head,
+                self.store,
+                previous=self.previous(path),
+                recent=self.recent,
+                chunk_bytes=self.repo.chunk_bytes,
+                workers=self.repo.workers,
+            )
+
+        return Spool(self.tmpdir, streamer)
+
+
+def _report(exc: BaseException, path: str) -> None:
+    if isinstance(exc, CoralError):
+        log(f"{path}: {exc}")
+    else:
+        log(f"{path}: internal error ({type(exc).__name__}: {exc}); rerun with CORAL_DEBUG=1 for details")
+    if os.environ.get("CORAL_DEBUG"):
+        traceback.print_exception(exc, file=sys.stderr)
+
+
+def filter_process() -> int:
+    """Serve git's long-running filter protocol on stdin/stdout until git closes the pipe."""
+    rd = PktReader(sys.stdin.buffer)
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but protocol bytes may reach git's pipe
+    wr = PktWriter(out)
+    hello = rd.read_text_list()
+    if "git-filter-client" not in hello or "version=2" not in hello:
+        log("filter-process: git did not offer protocol version 2")
+        return 1
+    wr.text("git-filter-server")
+    wr.text("version=2")
+    wr.flush()
+    caps = rd.read_text_list()
+    for cap in ("clean", "smudge"):
+        if f"capability={cap}" in caps:
+            wr.text(f"capability={cap}")
+    wr.flush()
+    flt = Filter(find_repo())
+    while True:
+        try:
+            header = rd.read_text_list()
+        except EOFError:
+            return 0
+        meta = dict(item.partition("=")[::2] for item in header)
+        command, path = meta.get("command", ""), meta.get("pathname", "")
+        spool = flt.spool(command, path)
+        failed: OSError | CoralError | None = None
+        try:
+            while (pkt := rd.read()) is not None:
+                if failed is None:
+                    try:
+                        spool.write(pkt)
+                    except (OSError, CoralError) as exc:
+                        failed = exc  # keep reading: git is still sending this file
+            if failed is not None:
+                if isinstance(failed, CoralError):
+                    _report(failed, path)
+                else:
+                    _report(StoreError(f"cannot hold the file in {flt.tmpdir}: {failed.strerror or failed}"), path)
+                wr.text("status=error")
+                wr.flush()
+                continue
+            _serve(flt, wr, command, path, spool)
+        finally:
+            spool.close()
+
+
+def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) -> None:
+    if command == "clean":
+        try:
+            streamed = spool.streamed()
+            result = streamed.encode() if streamed is not None else flt.clean(spool.view(), path, spool.file_id)
+        except Exception as exc:
+            _report(exc, path)
+            wr.text("status=error")
+            wr.flush()
+            return
+        wr.text("status=success")
+        wr.flush()
+        wr.data(result)
+        wr.flush()
+        wr.flush()
+        return
+    data = spool.view()
+    if command != "smudge":
+        log(f"unknown filter command {command!r}")
+        wr.text("status=error")
+        wr.flush()
+        return
+    started = False
+
+    def write(chunk: memoryview) -> None:
+        nonlocal started
+        if not started:
+            wr.text("status=success")
+            wr.flush()
+            started = True
+        wr.data(chunk)
+
+    try:
+        flt.smudge(data, path, write)
+    except Exception as exc:
+        _report(exc, path)
+        if started:
+            wr.flush()  # end of content; then the status that makes git discard it
+        wr.text("status=error")
+        wr.flush()
+        return
+    if not started:
+        wr.text("status=success")
+        wr.flush()
+    wr.flush()
+    wr.flush()
+
+
+def single(command: str, path: str) -> int:
+    """``git coral clean|smudge PATH``: one file from stdin to stdout (git's clean/smudge fallback)."""
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    flt = Filter(find_repo())
+    spool = flt.spool(command, path)
+    try:
+        while chunk := sys.stdin.buffer.read(1 << 20):
+            spool.write(chunk)
+        if command == "clean":
+            streamed = spool.streamed()
+            out.write(streamed.encode() if streamed is not None else flt.clean(spool.view(), path, spool.file_id))
+        else:
+            flt.smudge(spool.view(), path, out.write)
+        out.flush()
+        return 0
+    except Exception as exc:
+        _report(exc, path)
+        return 1
+    finally:
+        spool.close()

@@ -1,0 +1,102 @@
+"""Where the repository, its store and its coral settings are."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from ..core.chunking import DEFAULT_CHUNK_BYTES
+from ..errors import NotARepositoryError, UsageError
+from ..store.chunkstore import DEFAULT_MAX_CHAIN, ChunkStore
+
+
+def git(*args: str, cwd: Path | str | None = None, check: bool = True, input: bytes | None = None) -> str:
+    """Run git and return its stdout as text (stripped of the final newline)."""
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, input=input)
+    if check and proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise UsageError(f"git {' '.join(args[:2])} failed: {msg[-1] if msg else proc.returncode}")
+    return proc.stdout.decode(errors="surrogateescape").rstrip("\n")
+
+
+@dataclass
+class Repo:
+    """A git repository as coral sees it."""
+
+    git_dir: Path
+    common_dir: Path
+    worktree: Path | None
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def store_root(self) -> Path:
+        return self.common_dir / "coral"
+
+    def setting_int(self, key: str, default: int, lo: int = 0, hi: int = 1 << 40) -> int:
+        """An integer coral setting (git config or CORAL_* env), checked against its range."""
+        raw = os.environ.get("CORAL_" + key.split(".", 1)[1].upper()) or self.config.get(key.lower())
+        if raw is None:
+            return default
+        try:
+            value = _parse_size(raw)
+        except ValueError:
+            raise UsageError(f"{key} = {raw!r} is not a number; fix it with 'git config {key} <n>'") from None
+        if not lo <= value <= hi:
+            raise UsageError(f"{key} = {value} is out of range [{lo}, {hi}]")
+        return value
+
+    @property
+    def chunk_bytes(self) -> int:
+        return self.setting_int("coral.chunkSize", DEFAULT_CHUNK_BYTES, 4096, 1 << 30)
+
+    @property
+    def workers(self) -> int:
+        return self.setting_int("coral.workers", min(4, os.cpu_count() or 1), 1, 256)
+
+    @cached_property
+    def store(self) -> ChunkStore:
+        from ..store.packs import attach
+
+        store = ChunkStore(
+            self.store_root,
+            max_chain=self.setting_int("coral.maxChain", DEFAULT_MAX_CHAIN, 0, 255),
+            level=self.setting_int("coral.zstdLevel", 1, 1, 22),
+        )
+        attach(store)  # packed objects (git coral gc / repack) after loose ones
+        return store
+
+    @cached_property
+    def pygit(self):
+        import pygit2
+
+        return pygit2.Repository(str(self.git_dir))
+
+
+def _parse_size(raw: str) -> int:
+    raw = raw.strip().lower()
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(raw[-1:], 1)
+    return int(raw[:-1] if mult != 1 else raw) * mult
+
+
+def find_repo(cwd: Path | str | None = None) -> Repo:
+    """Locate the repository that contains ``cwd`` (honours GIT_DIR like git does)."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir", "--show-toplevel"],
+        cwd=cwd,
+        capture_output=True,
+    )
+    lines = proc.stdout.decode(errors="surrogateescape").splitlines()
+    if proc.returncode != 0 or len(lines) < 2:
+        # a bare repository has no top level; rev-parse still prints the first two
+        raise NotARepositoryError("not inside a git repository; run this from a repository's work tree")
+    worktree = Path(lines[2]) if len(lines) > 2 and lines[2] else None
+    cfg = subprocess.run(["git", "config", "-z", "--get-regexp", r"^coral\."], cwd=cwd, capture_output=True)
+    config: dict[str, str] = {}
+    for item in cfg.stdout.decode(errors="replace").split("\0"):
+        if item:
+            k, _, v = item.partition("\n")
+            config[k.lower()] = v
+    return Repo(Path(lines[0]), Path(lines[1]), worktree, config)

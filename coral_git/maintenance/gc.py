@@ -1,0 +1,206 @@
+"""``git coral gc``: keep every chunk some reachable pointer needs (and every delta base of a kept
+chunk), remove the rest once it is older than the grace period, and gather loose objects into packs.
+
+The history walk runs without the store lock; marking the delta bases and sweeping run under
+``ChunkStore.lock()``, which is also what re-encoding a base as a delta takes, so a base rewritten
+by a concurrent ``git add`` is seen with its new base. Objects younger than the grace period are
+kept together with their bases, so a ``git add`` that has not been committed yet is never robbed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import CorruptObjectError, StoreError, UsageError
+from ..git import reachability
+from ..git.repo import Repo
+from ..store import packs
+from ..store.objects import HEADER_SIZE, unpack_header
+
+DEFAULT_EXPIRE = "2.weeks.ago"
+TMP_AGE = 3600.0
+Progress = Callable[[str, int, int], None]
+
+_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400, "month": 30 * 86400, "year": 365 * 86400}
+_AGO = re.compile(r"(\d+)[. ]*(second|minute|hour|day|week|month|year)s?[. ]*ago", re.I)
+
+
+def parse_expire(text: str, now: float | None = None) -> float:
+    """A git-style expiry date as a unix time: ``now``, ``never``, ``2.weeks.ago``, ``3 days ago``,
+    ``@<unix time>``, or an ISO date/time (UTC unless it says otherwise)."""
+    now = time.time() if now is None else now
+    t = text.strip().lower()
+    if t in ("now", "all"):
+        return float("inf")
+    if t in ("never", "false"):
+        return float("-inf")
+    m = _AGO.fullmatch(t)
+    if m:
+        return now - int(m.group(1)) * _UNITS[m.group(2)]
+    if t.startswith("@") and t[1:].isdigit():
+        return float(t[1:])
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"cannot understand the date {text!r}; use e.g. 'now', '2.weeks.ago' or '2024-05-01'") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def configured_expire(repo: Repo) -> str:
+    """``coral.pruneExpire``, else ``gc.pruneExpire``, else two weeks."""
+    value = repo.config.get("coral.pruneexpire")
+    if value:
+        return value
+    proc = subprocess.run(["git", "config", "--get", "gc.pruneExpire"], cwd=repo.common_dir, capture_output=True)
+    value = proc.stdout.decode(errors="replace").strip()
+    return value or DEFAULT_EXPIRE
+
+
+@dataclass
+class GcResult:
+    """What gc found and did (or would do, with ``dry_run``)."""
+
+    reachable: int = 0  # chunks named by reachable pointers
+    kept: int = 0  # objects kept (reachable, their bases, young ones)
+    young: int = 0  # unreachable objects kept only because they are within the grace period
+    missing: set[str] = field(default_factory=set)  # reachable chunks the store lacks
+    removed: list[tuple[str, int]] = field(default_factory=list)  # (id, stored bytes)
+    objects_before: int = 0
+    objects_after: int = 0
+    files_before: int = 0
+    files_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    repack: packs.RepackResult | None = None
+    tmp_removed: int = 0
+    broken_pointers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def removed_bytes(self) -> int:
+        return sum(n for _, n in self.removed)
+
+
+def mark(store, reach: reachability.Reachable, inv: dict[str, packs.Stored], expire: float) -> tuple[set[str], int, set[str]]:
+    """Objects to keep: reachable or younger than ``expire``, plus every delta base of those.
+
+    Bases are followed through every stored copy of an object, so whichever copy a read returns
+    finds its base. Raises StoreError when a kept object's header cannot be read (its base is
+    unknown, so nothing may be deleted until fsck has set it aside).
+    """
+    live = reach.chunk_ids()
+    keep = {c for c, s in inv.items() if c in live or s.mtime >= expire}
+    young = sum(1 for c in keep if c not in live)
+    stack = list(keep)
+    unreadable: list[str] = []
+    while stack:
+        cid = stack.pop()
+        s = inv.get(cid)
+        if s is None:
+            continue
+        for data in _header_copies(store, s):
+            try:
+                base = unpack_header(cid, data).base
+            except CorruptObjectError:
+                unreadable.append(cid)
+                continue
+            if base is not None and base not in keep:
+                keep.add(base)
+                stack.append(base)
+    if unreadable:
+        raise StoreError(
+            f"{len(unreadable)} object(s) gc must keep have unreadable headers (e.g. {unreadable[0]}); "
+            "run 'git coral fsck' to set them aside, then gc again"
+        )
+    return keep, young, live - inv.keys()
+
+
+def _header_copies(store, s: packs.Stored) -> list[bytes]:
+    out = []
+    if s.loose is not None:
+        data = packs.read_loose(store, s.cid, HEADER_SIZE)
+        if data is not None:
+            out.append(data)
+    for p, e in s.packed or []:
+        try:
+            out.append(p.read_header(e))
+        except CorruptObjectError:
+            out.append(b"")
+    return out
+
+
+def gc(
+    repo: Repo,
+    *,
+    expire: float,
+    dry_run: bool = False,
+    pack: bool = True,
+    progress: Progress | None = None,
+) -> GcResult:
+    """Mark and sweep the store of ``repo``; objects older than ``expire`` (unix time) may go."""
+    reach = reachability.reachable(repo.common_dir, progress)
+    if reach.missing:
+        raise StoreError(
+            f"git object {reach.missing[0]} is missing, so gc cannot know which chunks it needs; "
+            "nothing was deleted (run 'git fsck')"
+        )
+    store = repo.store
+    src = packs.attach(store)
+    res = GcResult(reachable=0, broken_pointers=dict(reach.broken))
+    with store.lock():
+        src.rescan(force=True)
+        inv = packs.inventory(store, src)
+        res.objects_before = len(inv)
+        res.files_before, res.bytes_before = packs.store_files(store, src)
+        if progress:
+            progress("marking", 0, len(inv))
+        keep, res.young, res.missing = mark(store, reach, inv, expire)
+        res.reachable = len(reach.chunk_ids())
+        res.kept = len(keep & inv.keys())
+        garbage = {c for c in inv if c not in keep}
+        res.removed = sorted((c, inv[c].size) for c in garbage)
+        if progress:
+            progress("marking", len(inv), len(inv))
+        if dry_run:
+            res.objects_after = res.objects_before - len(garbage)
+            res.files_after, res.bytes_after = res.files_before, res.bytes_before
+            return res
+        on_item = (lambda k, n: progress("packing", k, n)) if progress else None
+        res.repack = packs.repack(
+            store, drop=garbage, loose=pack, max_chain=store.max_chain if pack else None, on_item=on_item
+        )
+        res.objects_after = len(inv) - len(garbage)
+        res.files_after, res.bytes_after = packs.store_files(store, src)
+    res.tmp_removed = clean_temp(repo.store_root)
+    return res
+
+
+def clean_temp(root: Path, age: float = TMP_AGE, now: float | None = None) -> int:
+    """Remove spool files under ``tmp/`` and ``.tmp-*`` files anywhere in the store older than ``age``."""
+    now = time.time() if now is None else now
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        dirnames[:] = [n for n in dirnames if n != "lost-found"]
+        in_tmp = d == root / "tmp" or (root / "tmp") in d.parents
+        for name in filenames:
+            if not (in_tmp or name.startswith(".tmp-")):
+                continue
+            f = d / name
+            try:
+                if now - f.lstat().st_mtime > age:
+                    f.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed

@@ -1,0 +1,238 @@
+"""Push: upload the chunks that pushed commits need, from the ``pre-push`` hook or ``git coral push``.
+
+Objects go up self-contained. An object is uploaded as stored locally when its delta base is on the
+remote already or goes up in the same push (bases strictly first); a delta whose base is neither is
+re-encoded as a keyframe (``coral.pushEncoding = reencode``, the default) or its bases are added to
+the upload (``closure``); ``keyframes`` re-encodes every delta (no chains on the remote at all).
+See docs/remote.md for the measurements behind the default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CoralError, MissingObjectError, UsageError
+from ..git import hooks
+from ..store.chunkstore import KEYFRAME_CODEC, ChunkStore
+from ..store.codecs import RawCodec
+from ..store.objects import ObjectHeader, unpack_header
+from .backends import RemoteStore, resolve
+from .fetch import history_pointers, progress_bar
+
+ZERO = "0" * 40
+BATCH = 32
+DEFAULT_REMOTE_CHAIN = 2
+
+
+@dataclass
+class PushStats:
+    needed: int = 0
+    uploaded: int = 0
+    reencoded: int = 0
+    bytes: int = 0
+
+    def line(self, remote: RemoteStore) -> str:
+        return (
+            f"uploaded {self.uploaded} of {self.needed} chunk object(s), {self.bytes / 1e6:.1f} MB "
+            f"to {remote.describe()}" + (f" ({self.reencoded} re-encoded as keyframes)" if self.reencoded else "")
+        )
+
+
+def keyframe(store: ChunkStore, cid: str, itemsize: int) -> bytes:
+    """Object ``cid`` re-encoded without a delta base (what ``ChunkStore.put`` writes for a new chunk)."""
+    raw = store.get(cid)
+    payload = store._codec(KEYFRAME_CODEC).encode(raw, itemsize)
+    code = KEYFRAME_CODEC
+    if len(payload) >= raw.size:
+        payload, code = raw.tobytes(), RawCodec.code
+    return ObjectHeader(code, itemsize, 0, raw.size, None).pack() + payload
+
+
+def _local(store: ChunkStore, cid: str, remote: RemoteStore, where: dict[str, str]) -> bytes:
+    data = store.read_object_local(cid)
+    if data is None:
+        what = where.get(cid, "a delta base")
+        raise MissingObjectError(
+            cid, f"{what}; cannot push it to {remote.describe()}: fetch it from where it exists, then push again"
+        )
+    return data
+
+
+def push_chunks(
+    store: ChunkStore,
+    remote: RemoteStore,
+    ids: Iterable[str],
+    *,
+    where: dict[str, str] | None = None,
+    mode: str = "reencode",
+    max_chain: int = DEFAULT_REMOTE_CHAIN,
+) -> PushStats:
+    """Upload every object of ``ids`` the remote lacks, bases before the deltas that use them.
+
+    In ``reencode`` mode a delta also goes up as a keyframe when it would end more than
+    ``max_chain`` deltas away from a keyframe on the remote (``keyframes`` is ``max_chain=0``).
+    """
+    if mode not in ("reencode", "closure", "keyframes"):
+        raise UsageError(f"coral.pushEncoding = {mode!r}; use 'reencode', 'closure' or 'keyframes'")
+    where = where or {}
+    needed = list(dict.fromkeys(ids))
+    stats = PushStats(needed=len(needed))
+    present = remote.has_many(needed)
+    todo = [c for c in needed if c not in present]
+    if not todo:
+        return stats
+    base_of: dict[str, str | None] = {}
+    for cid in todo:
+        base_of[cid] = unpack_header(cid, _local(store, cid, remote, where)).base
+    if mode == "closure":
+        frontier = [b for b in base_of.values() if b and b not in base_of and b not in present]
+        while frontier:
+            have = remote.has_many(frontier)
+            present |= have
+            nxt = []
+            for b in dict.fromkeys(frontier):
+                if b in have or b in base_of:
+                    continue
+                base_of[b] = unpack_header(b, _local(store, b, remote, where)).base
+                todo.append(b)
+                if base_of[b] and base_of[b] not in base_of:
+                    nxt.append(base_of[b])
+            frontier = nxt
+    else:
+        extra = {b for b in base_of.values() if b and b not in base_of and b not in present}
+        present |= remote.has_many(extra)
+    # levels: an object goes up only after the base it is stored against
+    level: dict[str, int] = {}
+
+    def depth(cid: str) -> int:
+        chain = []
+        cur: str | None = cid
+        while cur is not None and cur in base_of and cur not in level and cur not in chain:
+            chain.append(cur)
+            cur = base_of[cur]
+        d = level.get(cur, -1) if cur is not None else -1
+        for c in reversed(chain):
+            d += 1
+            level[c] = d
+        return level[cid]
+
+    for cid in todo:
+        depth(cid)
+    if mode == "keyframes":
+        max_chain = 0
+    elif mode == "closure":
+        max_chain = 1 << 30
+    chain: dict[str, int] = {}  # deltas between an object and a keyframe, as stored on the remote
+
+    def local_chain(cid: str) -> int:
+        """Deltas from ``cid`` to a keyframe in the local store: a bound for a copy already uploaded."""
+        n, cur, seen = 0, cid, set()
+        while cur not in chain and cur not in seen:
+            seen.add(cur)
+            raw = store.loose.read_header(cur)
+            base = unpack_header(cur, raw).base if raw else None
+            if base is None:
+                break
+            n, cur = n + 1, base
+        return n + chain.get(cur, 0)
+
+    done: set[str] = set(present)
+    with progress_bar(f"pushing to {remote.name}") as bar:
+        task = bar.add_task("push", total=len(todo), mb=0.0)
+        for lvl in range(max(level.values()) + 1):
+            batch_ids = [c for c in todo if level[c] == lvl]
+            for i in range(0, len(batch_ids), BATCH):
+                objs: dict[str, bytes] = {}
+                for cid in batch_ids[i : i + BATCH]:
+                    data = _local(store, cid, remote, where)
+                    hdr = unpack_header(cid, data)
+                    depth = 0
+                    if hdr.base is not None and hdr.base in done:
+                        depth = 1 + (chain[hdr.base] if hdr.base in chain else local_chain(hdr.base))
+                    if hdr.base is not None and (hdr.base not in done or depth > max_chain):
+                        data = keyframe(store, cid, hdr.itemsize)  # base not on the remote, or chain too long
+                        stats.reencoded += 1
+                        depth = 0
+                    chain[cid] = depth
+                    objs[cid] = data
+                _upload(remote, objs)
+                done.update(objs)
+                stats.uploaded += len(objs)
+                stats.bytes += sum(len(d) for d in objs.values())
+                bar.update(task, advance=len(objs), mb=stats.bytes / 1e6)
+    return stats
+
+
+def _upload(remote: RemoteStore, objs: dict[str, bytes]) -> None:
+    many = getattr(remote, "upload_many", None)
+    if many is not None:
+        many(objs)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda kv: remote.upload(*kv), objs.items()))
+
+
+def needed_chunks(cwd: Path, rev_args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Chunk ids named by pointers in the commits ``rev_args`` selects, and a path naming each."""
+    ids: list[str] = []
+    where: dict[str, str] = {}
+    for path, p in history_pointers(cwd, rev_args):
+        for c in sorted(p.chunk_ids()):
+            if c not in where:
+                where[c] = path
+                ids.append(c)
+    return ids, where
+
+
+def push_mode(repo) -> str:
+    return os.environ.get("CORAL_PUSH_ENCODING") or repo.config.get("coral.pushencoding", "reencode")
+
+
+def push_options(repo) -> dict:
+    """``mode`` and ``max_chain`` for push_chunks from git config / environment."""
+    return {"mode": push_mode(repo), "max_chain": repo.setting_int("coral.remoteMaxChain", DEFAULT_REMOTE_CHAIN, 0, 255)}
+
+
+def pre_push(args: list[str], stdin: str) -> int:
+    """pre-push step: git gives ``<remote> <url>`` and ``<lref> <lsha> <rref> <rsha>`` lines."""
+    from ..git.repo import find_repo
+
+    if os.environ.get("CORAL_SKIP_PUSH"):
+        return 0
+    name = args[0] if args else "origin"
+    url = args[1] if len(args) > 1 else None
+    try:
+        repo = find_repo()
+        cwd = repo.worktree or repo.git_dir
+        tips, excludes = [], [f"--remotes={name}"]
+        for line in stdin.splitlines():
+            parts = line.split()
+            if len(parts) != 4 or parts[1] == ZERO:
+                continue
+            tips.append(parts[1])
+            if parts[3] != ZERO and repo.pygit.get(parts[3]) is not None:
+                excludes.append(parts[3])
+        if not tips:
+            return 0
+        ids, where = needed_chunks(cwd, [*tips, "--not", *excludes])
+        if not ids:
+            return 0
+        remote = resolve(repo, name, url)
+        stats = push_chunks(repo.store, remote, ids, where=where, **push_options(repo))
+        if stats.uploaded:
+            print(f"coral: {stats.line(remote)}", file=sys.stderr)
+        return 0
+    except CoralError as exc:
+        print(f"error: coral: push to '{name}' stopped: {exc}", file=sys.stderr)
+        return 1
+
+
+hooks.STEPS.setdefault("pre-push", [])
+if pre_push not in hooks.STEPS["pre-push"]:
+    hooks.STEPS["pre-push"].append(pre_push)
