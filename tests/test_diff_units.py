@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coral_git.diff.tensordiff import Side, diff_files, hash_pointer, to_float64
+from coral_git.diffs.tensordiff import Side, diff_files, hash_pointer, to_float64
 from coral_git.filter.clean import clean
 from coral_git.store.chunkstore import ChunkStore
 

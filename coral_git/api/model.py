@@ -27,7 +27,7 @@ import numpy as np
 
 from ..core import pointer as ptr
 from ..core.chunking import chunk_shape
-from ..diff.tensordiff import (
+from ..diffs.tensordiff import (
     FileDiff,
     Side,
     Source,
@@ -204,11 +204,11 @@ def open(path: str | os.PathLike[str], rev: str | None = "HEAD", *, repo: RepoLi
 
 def open_file(path: str | os.PathLike[str], *, repo: RepoLike = None, name: str | None = None) -> ModelFile:
     """Open a model file on disk (hashed in memory, mapped, nothing stored) with the same API."""
-    from ..diff.driver import mapped
+    from ..core.mapped import mapped_array
 
     r = _repo(repo if repo is not None else Path(path).parent)
     stack = ExitStack()
-    buf = stack.enter_context(mapped(os.fspath(path)))
+    buf = stack.enter_context(mapped_array(os.fspath(path)))
     p, src = hash_pointer(memoryview(buf), r.chunk_bytes, workers=r.workers)
     src.fallback = r.store
     return ModelFile(name or os.fspath(path), p, src, r, stack)
@@ -216,7 +216,7 @@ def open_file(path: str | os.PathLike[str], *, repo: RepoLike = None, name: str 
 
 def blob_side(r: Repo, oid: str) -> tuple[Side, ExitStack | None]:
     """A blob as a diff side: its pointer with the store, or (a file stored before coral) its bytes hashed."""
-    from ..diff.driver import blob_pointer
+    from ..diffs.driver import blob_pointer
 
     p = blob_pointer(r, oid)
     if p is not None:
@@ -297,7 +297,7 @@ def diff(
     coral = _coral_paths(r, [c.path for c in found])
     for c in found:
         if c.path not in coral:
-            from ..diff.driver import blob_pointer
+            from ..diffs.driver import blob_pointer
 
             if not any(x not in (None, "worktree") and blob_pointer(r, x) is not None for x in (c.old, c.new)):
                 continue
@@ -312,10 +312,10 @@ def _side(r: Repo, stack: ExitStack, path: str, blob: str | None) -> Side:
     if blob is None:
         return Side(None, None)
     if blob == "worktree":
-        from ..diff.driver import mapped
+        from ..core.mapped import mapped_array
 
         assert r.worktree is not None
-        buf = stack.enter_context(mapped(os.fspath(r.worktree / path)))
+        buf = stack.enter_context(mapped_array(os.fspath(r.worktree / path)))
         p, src = hash_pointer(memoryview(buf), r.chunk_bytes, workers=r.workers)
         src.fallback = r.store
         return Side(p, src)
@@ -354,7 +354,7 @@ def tensor_table(m: ModelFile, *, stats: bool = True) -> list[dict[str, Any]]:
 
 def tensor_summary(m: ModelFile, name: str, head: int = 8) -> dict[str, Any]:
     """One tensor in detail: layout, content id, statistics and its first values."""
-    from ..diff.tensordiff import content_id
+    from ..diffs.tensordiff import content_id
 
     v = m._view(name)
     info = m.info(name)

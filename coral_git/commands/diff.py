@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
+from ..ui import fmt_num, fmt_pct, human_bytes, paint
 
 
 def _split_revs_paths(args: list[str], cwd: str | None = None) -> tuple[list[str], list[str]]:
@@ -43,14 +44,14 @@ def register(app: typer.Typer) -> None:
     @app.command("diff-driver", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def diff_driver(ctx: typer.Context) -> None:
         """git's external diff command (diff.coral.command): path old-file old-hex old-mode new-file new-hex new-mode."""
-        from ..diff import driver as diffdriver
+        from ..diffs import driver as diffdriver
 
         raise typer.Exit(diffdriver.run(list(ctx.args)))
 
     @app.command("textconv", hidden=True)
     def textconv_cmd(path: str) -> None:
         """git's textconv (diff.coral.textconv): one line per tensor of PATH on stdout."""
-        from ..diff import textconv
+        from ..diffs import textconv
 
         raise typer.Exit(textconv.run(path))
 
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from ..api import model as api
-        from ..diff import driver as diffdriver
+        from ..diffs import driver as diffdriver
         from ..git.repo import find_repo
 
         repo = find_repo()
@@ -134,7 +135,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from ..api import model as api
-        from ..diff import driver as diffdriver
+        from ..diffs import driver as diffdriver
         from ..git.repo import find_repo
 
         repo = find_repo()
@@ -146,15 +147,15 @@ def register(app: typer.Typer) -> None:
                 out.append({**{k: v for k, v in entry.items() if k != "diff"}, "diff": entry["diff"].as_dict()})
                 continue
             fd = entry["diff"]
-            print(diffdriver._c(f"commit {entry['commit']}", "33", on) + f"  {entry['date']}  {entry['subject']}")
+            print(paint(f"commit {entry['commit']}", "33", on) + f"  {entry['date']}  {entry['subject']}")
             if fd.bytes is not None:
                 print("    " + diffdriver.summary(fd))
             for t in fd.tensors:
                 name, _ = diffdriver.describe(t)
-                size = f"{diffdriver.human_bytes(t.bytes_changed)} new in {t.chunks_changed}/{t.chunks_total} chunks"
+                size = f"{human_bytes(t.bytes_changed)} new in {t.chunks_changed}/{t.chunks_total} chunks"
                 if t.rel_change is not None:
-                    size = f"‖Δ‖ {diffdriver._g(t.delta_norm)}  rel {diffdriver._g(t.rel_change, '.2e')}  changed {diffdriver._pct(t.frac_changed)}  " + size
-                status = diffdriver._c(f"{t.status:<9}", diffdriver._COLORS.get(t.status, ""), on)
+                    size = f"‖Δ‖ {fmt_num(t.delta_norm)}  rel {fmt_num(t.rel_change, '.2e')}  changed {fmt_pct(t.frac_changed)}  " + size
+                status = paint(f"{t.status:<9}", diffdriver.STATUS_COLORS.get(t.status, ""), on)
                 print(f"    {status} {name}  {size}")
             if fd.bytes is None and not fd.tensors:
                 print("    (no tensor changes" + ("; metadata changed)" if fd.metadata_changed else ")"))
@@ -163,7 +164,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_table(m, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
-    from ..diff.driver import human_bytes
 
     print(f"{m.path}: {m.format}, {len(rows)} tensors, {m.pointer.size:,} bytes ({human_bytes(m.pointer.size)})")
     if not rows:

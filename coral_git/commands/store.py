@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
+from ..ui import human_bytes, progress
 
 
 @contextmanager
@@ -18,14 +19,10 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
     if not sys.stderr.isatty():
         yield lambda phase, done, total: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     tasks: dict[str, int] = {}
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as bar:
+    with progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
 
         def update(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
@@ -35,12 +32,7 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+
 
 
 def register(app: typer.Typer) -> None:
@@ -65,11 +57,11 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             for cid, n in res.removed:
                 print(f"would remove {cid} {n}")
-            print(f"would remove {len(res.removed)} object(s), {_size(res.removed_bytes)}; "
+            print(f"would remove {len(res.removed)} object(s), {human_bytes(res.removed_bytes)}; "
                   f"keep {res.kept} ({res.young} only for the grace period)")
             return
-        msg = (f"gc: removed {len(res.removed)} object(s) ({_size(res.removed_bytes)}), kept {res.kept}; "
-               f"store {res.files_before} → {res.files_after} files, {_size(res.bytes_before)} → {_size(res.bytes_after)}")
+        msg = (f"gc: removed {len(res.removed)} object(s) ({human_bytes(res.removed_bytes)}), kept {res.kept}; "
+               f"store {res.files_before} → {res.files_after} files, {human_bytes(res.bytes_before)} → {human_bytes(res.bytes_after)}")
         if res.repack and res.repack.packed:
             msg += f"; packed {res.repack.packed} object(s)"
         if res.tmp_removed:
@@ -140,15 +132,15 @@ def register(app: typer.Typer) -> None:
         lines = [
             ("commits", f"{s.commits}"),
             ("tracked files", f"{s.files} paths, {s.file_versions} versions ({s.unique_files} unique contents)"),
-            ("logical bytes", f"{_size(s.logical_bytes)} ({s.logical_bytes})"),
-            ("git-lfs would store", f"{_size(s.lfs_bytes)} ({s.lfs_bytes})"),
-            ("unique chunks", f"{s.chunks} ({_size(s.unique_chunk_bytes)} raw)"),
-            ("stored bytes", f"{_size(s.stored_bytes)} ({s.stored_bytes}) needed by history"),
-            ("on disk", f"{_size(s.disk_bytes)} in {s.disk_files} files ({s.objects} objects: {s.loose_objects} loose, {s.packs} packs)"),
+            ("logical bytes", f"{human_bytes(s.logical_bytes)} ({s.logical_bytes})"),
+            ("git-lfs would store", f"{human_bytes(s.lfs_bytes)} ({s.lfs_bytes})"),
+            ("unique chunks", f"{s.chunks} ({human_bytes(s.unique_chunk_bytes)} raw)"),
+            ("stored bytes", f"{human_bytes(s.stored_bytes)} ({s.stored_bytes}) needed by history"),
+            ("on disk", f"{human_bytes(s.disk_bytes)} in {s.disk_files} files ({s.objects} objects: {s.loose_objects} loose, {s.packs} packs)"),
             ("ratio", f"{s.ratio:.2f}x vs logical, {s.lfs_ratio:.2f}x vs git-lfs"),
-            ("saved by dedup", _size(s.dedup_saved)),
-            ("saved by delta", f"{_size(s.delta_saved)} (estimate)"),
-            ("saved by compression", f"{_size(s.compression_saved)} (estimate)"),
+            ("saved by dedup", human_bytes(s.dedup_saved)),
+            ("saved by delta", f"{human_bytes(s.delta_saved)} (estimate)"),
+            ("saved by compression", f"{human_bytes(s.compression_saved)} (estimate)"),
             ("objects", f"{s.keyframes} keyframes, {s.deltas} deltas, {s.unreachable_objects} unreachable"),
             ("longest delta chain", f"{s.longest_chain}"),
         ]
@@ -162,4 +154,4 @@ def register(app: typer.Typer) -> None:
             print(f"{head:<40} {'versions':>8} {'logical':>11} {'new chunks':>10} {'stored':>11}")
             for r in s.rows:
                 name = r.name if by == "file" else f"{r.name[:12]} {r.subject}"
-                print(f"{name[:40]:<40} {r.versions:>8} {_size(r.logical_bytes):>11} {r.new_chunks:>10} {_size(r.stored_bytes):>11}")
+                print(f"{name[:40]:<40} {r.versions:>8} {human_bytes(r.logical_bytes):>11} {r.new_chunks:>10} {human_bytes(r.stored_bytes):>11}")

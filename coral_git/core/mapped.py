@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -52,3 +54,14 @@ class MappedFile:
                 self._map.close()
             except BufferError:
                 pass  # a view still exists; the mapping goes with its last reference
+
+
+@contextmanager
+def mapped_array(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """A file's bytes as a read-only uint8 array backed by mmap (empty files give an empty array)."""
+    with open(path, "rb") as f:
+        m = MappedFile(f.fileno())
+    try:
+        yield np.frombuffer(m.view(), dtype=np.uint8)
+    finally:
+        m.close()  # a view still alive keeps the mapping until it goes

@@ -19,6 +19,7 @@ from ..core.mapped import MappedFile
 from ..errors import CoralError, FormatError, PointerError, StoreError
 from ..git.repo import Repo, find_repo
 from ..store.recent import RecentTensors
+from ..ui import log
 from .clean import clean
 from .pktline import PktReader, PktWriter
 from .smudge import smudge
@@ -27,9 +28,7 @@ from .streamclean import Fallback, StreamingClean
 SPOOL_IN_MEMORY = 8 << 20
 
 
-def log(msg: str) -> None:
-    sys.stderr.write(f"coral: {msg}\n")
-    sys.stderr.flush()
+
 
 
 class Spool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -21,6 +20,7 @@ from ..core.pointer import Pointer
 from ..errors import CoralError, UsageError
 from ..filter.clean import clean
 from ..git.repo import Repo, find_repo, git
+from ..ui import log
 from .model import MergePlan, MergeSettings
 from .plan import plan_merge
 from .write import merged_pointer
@@ -35,9 +35,7 @@ PARAMS = {  # parameter → (git config key, environment variable)
 }
 
 
-def log(msg: str) -> None:
-    sys.stderr.write(f"coral: {msg}\n")
-    sys.stderr.flush()
+
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from ..core import pointer as ptr
 from ..errors import CoralError, StoreError
 from ..store.chunkstore import ChunkStore
 from ..store.objects import LooseObjects, ObjectHeader, unpack_header
+from ..ui import transfer_bar
 from .backends import RemoteError, RemoteStore, default_remote, resolve
 
 BATCH = 32  # objects per download round trip batch (bounded memory: BATCH x object size)
@@ -38,24 +39,6 @@ class FetchStats:
         return f"fetched {self.objects} object(s), {self.bytes / 1e6:.1f} MB from {remote.describe()}"
 
 
-def progress_bar(what: str, enabled: bool = True):
-    """A rich progress bar on stderr (silent when stderr is not a terminal or ``enabled`` is false)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn(f"coral: {what}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("objects, {task.fields[mb]:.1f} MB"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not (enabled and console.is_terminal),
-    )
-
-
 def fetch_objects(store: ChunkStore, remote: RemoteStore, ids: Iterable[str], *, progress: bool = True) -> FetchStats:
     """Bring objects ``ids`` and every delta base they need into ``store``, verified."""
     want = [c for c in dict.fromkeys(ids) if not store.has(c)]
@@ -66,7 +49,7 @@ def fetch_objects(store: ChunkStore, remote: RemoteStore, ids: Iterable[str], *,
     staging = LooseObjects(staging_dir)
     headers: dict[str, ObjectHeader] = {}
     try:
-        with progress_bar(f"fetching from {remote.name}", progress) as bar:
+        with transfer_bar(f"fetching from {remote.name}", progress) as bar:
             task = bar.add_task("fetch", total=len(want), mb=0.0)
             while want:
                 nxt: list[str] = []
@@ -119,7 +102,7 @@ def _install(store: ChunkStore, staging: LooseObjects, headers: dict[str, Object
         if hdr.base and base_raw is None:
             base_raw = store.get(hdr.base, f"base of {cid}")  # a base already in the local store
         try:
-            raw = store._decode(cid, hdr, data, base_raw if hdr.base else None, f"fetched from {remote.describe()}")
+            raw = store.decode(cid, hdr, data, base_raw if hdr.base else None, f"fetched from {remote.describe()}")
         except StoreError as exc:
             raise RemoteError(f"{exc} (object as downloaded from {remote.describe()})") from None
         final = store.loose.path(cid)

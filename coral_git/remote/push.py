@@ -17,11 +17,11 @@ from pathlib import Path
 
 from ..errors import CoralError, MissingObjectError, UsageError
 from ..git import hooks
-from ..store.chunkstore import KEYFRAME_CODEC, ChunkStore
-from ..store.codecs import RawCodec
-from ..store.objects import ObjectHeader, unpack_header
+from ..store.chunkstore import ChunkStore
+from ..store.objects import unpack_header
+from ..ui import transfer_bar
 from .backends import RemoteStore, resolve
-from .fetch import history_pointers, progress_bar
+from .fetch import history_pointers
 
 ZERO = "0" * 40
 BATCH = 32
@@ -44,12 +44,7 @@ class PushStats:
 
 def keyframe(store: ChunkStore, cid: str, itemsize: int) -> bytes:
     """Object ``cid`` re-encoded without a delta base (what ``ChunkStore.put`` writes for a new chunk)."""
-    raw = store.get(cid)
-    payload = store._codec(KEYFRAME_CODEC).encode(raw, itemsize)
-    code = KEYFRAME_CODEC
-    if len(payload) >= raw.size:
-        payload, code = raw.tobytes(), RawCodec.code
-    return ObjectHeader(code, itemsize, 0, raw.size, None).pack() + payload
+    return store.keyframe(store.get(cid), itemsize)
 
 
 def _local(store: ChunkStore, cid: str, remote: RemoteStore, where: dict[str, str]) -> bytes:
@@ -141,7 +136,7 @@ def push_chunks(
         return n + chain.get(cur, 0)
 
     done: set[str] = set(present)
-    with progress_bar(f"pushing to {remote.name}") as bar:
+    with transfer_bar(f"pushing to {remote.name}") as bar:
         task = bar.add_task("push", total=len(todo), mb=0.0)
         for lvl in range(max(level.values()) + 1):
             batch_ids = [c for c in todo if level[c] == lvl]

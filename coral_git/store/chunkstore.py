@@ -84,11 +84,12 @@ class ChunkStore:
             cur = hdr.base
         raw: np.ndarray | None = None
         for oid, hdr, data in reversed(chain):
-            raw = self._decode(oid, hdr, data, raw, context)
+            raw = self.decode(oid, hdr, data, raw, context)
         assert raw is not None
         return raw
 
-    def _decode(self, oid: str, hdr: ObjectHeader, data: bytes, base: np.ndarray | None, context: str) -> np.ndarray:
+    def decode(self, oid: str, hdr: ObjectHeader, data: bytes, base: np.ndarray | None, context: str) -> np.ndarray:
+        """The raw bytes of object ``oid`` (header ``hdr``, stored bytes ``data``) given its base's raw bytes; verified."""
         try:
             c = self._codec(hdr.codec)
             if c.delta and (base is None or base.size != hdr.raw_len):
@@ -121,16 +122,20 @@ class ChunkStore:
         cid = cid or chunk_id(raw)
         if self.has(cid) and self._freshen(cid):
             return False
+        rewrite = self._plan_rewrite(raw, itemsize, base) if base and base != cid else None
+        run = rewrite[1].run + 1 if rewrite else 0
+        self.loose.write(cid, self.keyframe(raw, itemsize, run))
+        if rewrite:
+            self._rewrite_base(base, rewrite[1], rewrite[0], cid)  # type: ignore[arg-type]
+        return True
+
+    def keyframe(self, raw: np.ndarray, itemsize: int, run: int = 0) -> bytes:
+        """The object (header + payload) that stores ``raw`` without a delta base: zstd-shuffled, or raw if smaller."""
         plain = self._codec(KEYFRAME_CODEC).encode(raw, itemsize)
         code = KEYFRAME_CODEC
         if len(plain) >= raw.size:
             plain, code = raw.tobytes(), RawCodec.code
-        rewrite = self._plan_rewrite(raw, itemsize, base) if base and base != cid else None
-        run = rewrite[1].run + 1 if rewrite else 0
-        self.loose.write(cid, ObjectHeader(code, itemsize, run, raw.size, None).pack() + plain)
-        if rewrite:
-            self._rewrite_base(base, rewrite[1], rewrite[0], cid)  # type: ignore[arg-type]
-        return True
+        return ObjectHeader(code, itemsize, run, raw.size, None).pack() + plain
 
     def _freshen(self, cid: str) -> bool:
         """Mark a present object as just stored, so gc's grace period covers the add that needs it

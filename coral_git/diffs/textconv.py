@@ -11,8 +11,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from ..core import pointer as ptr
+from ..core.mapped import mapped_array
 from ..errors import CoralError
-from .driver import human_bytes, mapped
+from ..ui import human_bytes
 from .tensordiff import BufferSource, Source, content_id, hash_pointer, value_stats, views
 
 
@@ -50,7 +51,7 @@ def lines_for(p: ptr.Pointer, src: Source | None, *, stats: bool = True, workers
 
 def textconv(path: str, *, chunk_bytes: int, store: Source | None = None, stats: bool = True, workers: int = 2) -> str:
     """Text for the file at ``path`` (working-tree form, as git passes it)."""
-    with mapped(path) as buf:
+    with mapped_array(path) as buf:
         p, src = hash_pointer(memoryview(buf), chunk_bytes, workers=workers)
         if isinstance(src, BufferSource):
             src.fallback = store  # a pointer file (e.g. chunks not fetched) is read from the store

@@ -8,19 +8,16 @@ all zeros is the working tree: that file is hashed in memory (nothing is written
 
 from __future__ import annotations
 
-import math
-import mmap
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..core import pointer as ptr
+from ..core.mapped import mapped_array
 from ..errors import CoralError, UsageError
 from ..git.repo import Repo, find_repo
+from ..ui import fmt_num, fmt_pct, human_bytes, paint
 from .tensordiff import (
     ADDED,
     MODIFIED,
@@ -91,38 +88,8 @@ def want_color(mode: str | None, stream: object = None) -> bool:
 # Rendering
 # ---------------------------------------------------------------------------------------------
 
-_COLORS = {ADDED: "32", REMOVED: "31", MODIFIED: "33", RENAMED: "36", RESHAPED: "35", RETYPED: "35"}
+STATUS_COLORS = {ADDED: "32", REMOVED: "31", MODIFIED: "33", RENAMED: "36", RESHAPED: "35", RETYPED: "35"}
 _BOLD = "1"
-
-
-def _c(text: str, code: str, on: bool) -> str:
-    return f"\x1b[{code}m{text}\x1b[0m" if on and code else text
-
-
-def human_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'."""
-    x = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(x) < 1024 or unit == "TiB":
-            return f"{int(x)} {unit}" if unit == "B" else f"{x:.1f} {unit}"
-        x /= 1024
-    raise AssertionError("unreachable")
-
-
-def _g(x: float | None, spec: str = ".3g") -> str:
-    if x is None:
-        return "-"
-    if math.isnan(x):
-        return "nan"
-    return format(x, spec)
-
-
-def _pct(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if 0 < x < 0.001:
-        return "<0.1%"
-    return f"{100 * x:.1f}%"
 
 
 def _shape(s: tuple[int, ...] | None) -> str:
@@ -174,11 +141,11 @@ def render(fd: FileDiff, style: Style, old_path: str | None = None) -> str:
     on = style.color
     a, b = old_path or fd.path, fd.path
     fmt = _arrow(fd.old_format or "-", fd.new_format or "-")
-    lines = [_c(f"diff --coral a/{a} b/{b} ({fmt})", _BOLD, on)]
+    lines = [paint(f"diff --coral a/{a} b/{b} ({fmt})", _BOLD, on)]
     if fd.old_format is None:
-        lines.append(_c("new file", "32", on))
+        lines.append(paint("new file", "32", on))
     elif fd.new_format is None:
-        lines.append(_c("deleted file", "31", on))
+        lines.append(paint("deleted file", "31", on))
     if fd.bytes is None and fd.tensors:
         rows = [describe(t) for t in fd.tensors]
         wn = min(max(len(r[0]) for r in rows), 72)
@@ -187,17 +154,17 @@ def render(fd: FileDiff, style: Style, old_path: str | None = None) -> str:
             for t, (name, _) in zip(fd.tensors, rows, strict=True):
                 frac = 1.0 if t.status in (ADDED, REMOVED, RETYPED, RESHAPED) and t.frac_changed is None else (t.frac_changed or 0.0)
                 bar = "+" * max(1 if frac else 0, round(20 * frac))
-                rel = f"rel {_g(t.rel_change, '.2e')}" if t.rel_change is not None else t.status
-                lines.append(f" {name:<{wn}} | {_c(f'{rel:<12}', _COLORS.get(t.status, ''), on)} {_c(bar, _COLORS.get(t.status, ''), on)}")
+                rel = f"rel {fmt_num(t.rel_change, '.2e')}" if t.rel_change is not None else t.status
+                lines.append(f" {name:<{wn}} | {paint(f'{rel:<12}', STATUS_COLORS.get(t.status, ''), on)} {paint(bar, STATUS_COLORS.get(t.status, ''), on)}")
         else:
             head = f"  {'status':<9} {'tensor':<{wn}}  {'shape dtype':<{ws}}  {'‖Δ‖':>9} {'‖Δ‖/‖W‖':>9} {'max|Δ|':>9} {'changed':>8} {'cosine':>9}"
-            lines.append(_c(head, _BOLD, on) if on else head)
+            lines.append(paint(head, _BOLD, on) if on else head)
             for t, (name, sd) in zip(fd.tensors, rows, strict=True):
-                status = _c(f"{t.status:<9}", _COLORS.get(t.status, ""), on)
+                status = paint(f"{t.status:<9}", STATUS_COLORS.get(t.status, ""), on)
                 cos = "-" if t.cosine is None else f"{t.cosine:.6f}"
                 lines.append(
-                    f"  {status} {name:<{wn}}  {sd:<{ws}}  {_g(t.delta_norm):>9} {_g(t.rel_change, '.2e'):>9} "
-                    f"{_g(t.max_abs):>9} {_pct(t.frac_changed):>8} {cos:>9}"
+                    f"  {status} {name:<{wn}}  {sd:<{ws}}  {fmt_num(t.delta_norm):>9} {fmt_num(t.rel_change, '.2e'):>9} "
+                    f"{fmt_num(t.max_abs):>9} {fmt_pct(t.frac_changed):>8} {cos:>9}"
                 )
     lines.append("  " + summary(fd))
     return "\n".join(lines) + "\n"
@@ -210,24 +177,6 @@ def render(fd: FileDiff, style: Style, old_path: str | None = None) -> str:
 
 def _is_null(hexid: str) -> bool:
     return not hexid.strip("0")
-
-
-@contextmanager
-def mapped(path: str) -> Iterator[np.ndarray]:
-    """A file's bytes as a read-only uint8 array backed by mmap (empty files give an empty array)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            yield np.empty(0, dtype=np.uint8)
-            return
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            yield np.frombuffer(mm, dtype=np.uint8)
-        finally:
-            try:
-                mm.close()
-            except BufferError:
-                pass  # a view is still alive; the mapping goes when it does
 
 
 def blob_pointer(repo: Repo, hexid: str) -> ptr.Pointer | None:
@@ -249,11 +198,11 @@ def open_side(repo: Repo, stack: ExitStack, file: str, hexid: str) -> Side:
     if p is not None:
         src: Source = repo.store
         if os.path.exists(file):
-            buf = stack.enter_context(mapped(file))
+            buf = stack.enter_context(mapped_array(file))
             if buf.size == p.size:
                 src = file_source(p, buf, repo.store)  # git smudged it already: read from it, verified
         return Side(p, src)
-    buf = stack.enter_context(mapped(file))
+    buf = stack.enter_context(mapped_array(file))
     p2, mem = hash_pointer(memoryview(buf), repo.chunk_bytes, workers=repo.workers)
     mem.fallback = repo.store
     return Side(p2, mem)
