@@ -30,18 +30,6 @@ def _app():
         """Print the coral-git version."""
         print(__version__)
 
-    @app.command("filter-process", hidden=True)
-    def filter_process_cmd() -> None:
-        """git's long-running filter (filter.coral.process)."""
-
-    @app.command(hidden=True)
-    def clean(path: str = "") -> None:
-        """Single-file clean filter: file on stdin, pointer on stdout."""
-
-    @app.command(hidden=True)
-    def smudge(path: str = "") -> None:
-        """Single-file smudge filter: pointer on stdin, file on stdout."""
-
     for mod in pkgutil.iter_modules(commands.__path__):
         module = importlib.import_module(f"{commands.__name__}.{mod.name}")
         register = getattr(module, "register", None)
@@ -77,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in FAST:
             from .filter import process as gitfilter
+            from .remote.fetch import make_fetcher
 
             if argv[0] == "filter-process":
-                return gitfilter.filter_process()
-            return gitfilter.single(argv[0], argv[1] if len(argv) > 1 else "")
+                return gitfilter.filter_process(make_fetcher)
+            return gitfilter.single(argv[0], argv[1] if len(argv) > 1 else "", make_fetcher)
         exits, aborts, click_errors = _click_exceptions()
         try:
             rv = _app()(args=argv, prog_name="git-coral", standalone_mode=False)

@@ -1,39 +1,12 @@
-"""Shared fixtures: real git repositories in temp dirs, with coral initialised, and model makers."""
+"""Fixtures for every test: an isolated git identity and HOME, a fresh coral repository."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "coral-test",
-    "GIT_AUTHOR_EMAIL": "coral@example.com",
-    "GIT_COMMITTER_NAME": "coral-test",
-    "GIT_COMMITTER_EMAIL": "coral@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-@contextmanager
-def isolated_git(home: Path) -> Iterator[None]:
-    """Own HOME (no user git config leaks in) and fixed identities; usable by module-scoped fixtures."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(home))
-        mp.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-        for k, v in GIT_ENV.items():
-            mp.setenv(k, v)
-        mp.delenv("GIT_DIR", raising=False)
-        mp.delenv("GIT_WORK_TREE", raising=False)
-        (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
-        yield
+from helpers import isolated_git, new_repo
 
 
 @pytest.fixture(autouse=True)
@@ -43,76 +16,7 @@ def _isolated_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
-def git(repo: Path, *args: str, check: bool = True, input: bytes | None = None, env: dict | None = None) -> str:
-    """Run the real git binary in ``repo``; return stdout; fail the test with stderr on error."""
-    proc = subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, input=input, env={**os.environ, **(env or {})}
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr.decode(errors='replace')}")
-    return proc.stdout.decode(errors="replace")
-
-
-def coral(repo: Path, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
-    """Run ``git coral …`` in ``repo``."""
-    proc = subprocess.run(["git", "coral", *args], cwd=repo, capture_output=True, input=input)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"git coral {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr.decode(errors='replace')}")
-    return proc
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def new_repo(path: Path) -> Path:
-    """Create a repository at ``path`` with ``git coral init`` done and .gitattributes committed."""
-    path.mkdir()
-    git(path, "init", "-q")
-    coral(path, "init")
-    git(path, "add", ".gitattributes")
-    git(path, "commit", "-qm", "init coral")
-    return path
-
-
-def copy_repo(template: Path, dest: Path) -> Path:
-    """A private copy of a template repository (built once per module: tests stay quick)."""
-    shutil.copytree(template, dest, symlinks=True)
-    return dest
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A fresh repository with ``git coral init`` done and one empty commit."""
     return new_repo(tmp_path / "repo")
-
-
-def make_state(seed: int = 0, layers: int = 4, width: int = 256, dtype: str = "float32") -> dict[str, np.ndarray]:
-    """A small MLP-like state dict of numpy arrays."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for i in range(layers):
-        out[f"layers.{i}.weight"] = (rng.standard_normal((width, width)) * 0.02).astype(dtype)
-        out[f"layers.{i}.bias"] = np.zeros(width, dtype=dtype)
-    out["head.weight"] = (rng.standard_normal((10, width)) * 0.02).astype(dtype)
-    return out
-
-
-def perturb(state: dict[str, np.ndarray], seed: int, scale: float = 1e-3, keys: Callable[[str], bool] | None = None) -> dict[str, np.ndarray]:
-    """A 'next epoch': every (selected) tensor nudged by relative noise."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for k, v in state.items():
-        if keys is None or keys(k):
-            noise = rng.standard_normal(v.shape).astype(np.float32) * scale
-            out[k] = (v.astype(np.float32) * (1 + noise) + noise * 0.01).astype(v.dtype)
-        else:
-            out[k] = v.copy()
-    return out
-
-
-def save_safetensors(path: Path, state: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> Path:
-    from safetensors.numpy import save_file
-
-    save_file(state, str(path), metadata=metadata)
-    return path

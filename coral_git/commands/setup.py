@@ -67,7 +67,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command(hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def hook(ctx: typer.Context, name: str) -> None:
-        """Entry point of the git hooks that 'init' installs."""
-        from ..git import hooks
+        """Entry point of the git hooks that 'init' installs (the scripts in hooks/ call it)."""
+        from ..remote.push import pre_push
 
-        raise typer.Exit(hooks.run(name, list(ctx.args), sys.stdin.read()))
+        steps = {"pre-push": pre_push}  # hook name -> coral's step; a hook coral has no step for passes
+        step = steps.get(name)
+        raise typer.Exit(step(list(ctx.args), sys.stdin.read()) if step is not None else 0)

@@ -26,6 +26,9 @@ from .smudge import smudge
 from .streamclean import Fallback, StreamingClean
 
 SPOOL_IN_MEMORY = 8 << 20
+# builds the store's on-demand fetcher for a repository (remote.fetch.make_fetcher; the CLI passes it in,
+# so the filter does not depend on the remote layer above it)
+FetcherFactory = Callable[[Repo], Callable[[list[str]], None]]
 
 
 
@@ -126,15 +129,14 @@ class Spool:
 class Filter:
     """Clean and smudge bound to one repository."""
 
-    def __init__(self, repo: Repo) -> None:
+    def __init__(self, repo: Repo, fetcher: FetcherFactory | None = None) -> None:
         self.repo = repo
         self.store = repo.store
         self.recent = RecentTensors(repo.store_root / "recent")
         self.tmpdir = str(repo.store_root / "tmp")
         self._index = None
-        from ..remote.fetch import make_fetcher
-
-        self.store.fetcher = make_fetcher(repo)  # missing chunks come from the remote store on demand
+        if fetcher is not None:
+            self.store.fetcher = fetcher(repo)  # missing chunks come from the remote store on demand
 
     def previous(self, path: str) -> ptr.Pointer | None:
         """The pointer of ``path`` in the index (or HEAD): the delta base for its new version."""
@@ -220,7 +222,7 @@ def _report(exc: BaseException, path: str) -> None:
         traceback.print_exception(exc, file=sys.stderr)
 
 
-def filter_process() -> int:
+def filter_process(fetcher: FetcherFactory | None = None) -> int:
     """Serve git's long-running filter protocol on stdin/stdout until git closes the pipe."""
     rd = PktReader(sys.stdin.buffer)
     out = sys.stdout.buffer
@@ -238,7 +240,7 @@ def filter_process() -> int:
         if f"capability={cap}" in caps:
             wr.text(f"capability={cap}")
     wr.flush()
-    flt = Filter(find_repo())
+    flt = Filter(find_repo(), fetcher)
     while True:
         try:
             header = rd.read_text_list()
@@ -316,11 +318,11 @@ def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) ->
     wr.flush()
 
 
-def single(command: str, path: str) -> int:
+def single(command: str, path: str, fetcher: FetcherFactory | None = None) -> int:
     """``git coral clean|smudge PATH``: one file from stdin to stdout (git's clean/smudge fallback)."""
     out = sys.stdout.buffer
     sys.stdout = sys.stderr
-    flt = Filter(find_repo())
+    flt = Filter(find_repo(), fetcher)
     spool = flt.spool(command, path)
     try:
         while chunk := sys.stdin.buffer.read(1 << 20):

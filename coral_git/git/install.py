@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from importlib import resources
 from pathlib import Path
 
 from .repo import Repo, git
@@ -75,16 +76,13 @@ def tracked(worktree: Path) -> list[str]:
 
 
 def hook_script(name: str) -> str:
-    return f"""#!/bin/sh
-{HOOK_MARK}: runs any hook that was here before, then coral-git's own step.
-# The earlier hook, if any, was kept as {name}.pre-coral next to this file.
-hookdir=$(dirname "$0")
-input=$(cat)
-if [ -x "$hookdir/{name}.pre-coral" ]; then
-  printf '%s\\n' "$input" | "$hookdir/{name}.pre-coral" "$@" || exit $?
-fi
-printf '%s\\n' "$input" | git-coral hook {name} "$@"
-"""
+    """The text of hook ``name``: the file ``hooks/NAME`` of the source tree, shipped in the package.
+
+    ``coral_git/hook_scripts`` is a link to the top-level ``hooks/`` folder, so a source checkout,
+    an editable install and a wheel (setuptools copies the linked files as package data) all read
+    the same file.
+    """
+    return (resources.files("coral_git") / "hook_scripts" / name).read_text()
 
 
 def install_hooks(repo: Repo) -> list[str]:

@@ -8,138 +8,20 @@ markers), writes a conflict report under ``$GIT_DIR/coral/merge/`` and exits 1.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import time
 from pathlib import Path
-from urllib.parse import quote
 
 from ..core import pointer as ptr
 from ..core.pointer import Pointer
-from ..errors import CoralError, UsageError
+from ..errors import CoralError
 from ..filter.clean import clean
-from ..git.repo import Repo, find_repo, git
+from ..git.repo import Repo, find_repo
 from ..ui import log
-from .model import MergePlan, MergeSettings
 from .plan import plan_merge
+from .report import remove_report, write_report
+from .settings import load_settings
 from .write import merged_pointer
-
-ENV_STRATEGY = "CORAL_MERGE_STRATEGY"
-ENV_TENSOR_STRATEGY = "CORAL_MERGE_TENSOR_STRATEGY"
-ATTRIBUTE = "coral-merge"
-PARAMS = {  # parameter → (git config key, environment variable)
-    "alpha": ("coral.merge.alpha", "CORAL_MERGE_ALPHA"),
-    "lambda": ("coral.merge.lambda", "CORAL_MERGE_LAMBDA"),
-    "density": ("coral.merge.tiesDensity", "CORAL_MERGE_TIES_DENSITY"),
-}
-
-
-
-
-
-# ---------------------------------------------------------------------------------------------
-# settings from git config, gitattributes and the environment
-# ---------------------------------------------------------------------------------------------
-
-
-def parse_rules(text: str, where: str) -> list[tuple[str, str]]:
-    """``"head.*=theirs;*=average"`` → ``[("head.*", "theirs"), ("*", "average")]``."""
-    rules = []
-    for item in text.replace("\n", ";").split(";"):
-        item = item.strip()
-        if not item:
-            continue
-        glob, sep, spec = item.rpartition("=")
-        if not sep or not glob.strip() or not spec.strip():
-            raise UsageError(f"{where}: {item!r} is not GLOB=STRATEGY")
-        rules.append((glob.strip(), spec.strip()))
-    return rules
-
-
-def path_attribute(repo: Repo, path: str) -> str | None:
-    """The value of the ``coral-merge`` gitattribute for ``path``, if it has one."""
-    out = git("check-attr", "-z", ATTRIBUTE, "--", path, cwd=repo.worktree or repo.git_dir, check=False)
-    parts = out.split("\0")
-    value = parts[2] if len(parts) >= 3 else "unspecified"
-    return None if value in ("unspecified", "set", "unset", "") else value
-
-
-def load_settings(repo: Repo, path: str, env: dict[str, str] | None = None) -> MergeSettings:
-    """The strategy for ``path``: env ``CORAL_MERGE_STRATEGY``, else the ``coral-merge``
-    gitattribute, else ``coral.merge.strategy``, else ``conflict``; per-tensor rules from env
-    ``CORAL_MERGE_TENSOR_STRATEGY`` first, then every ``coral.merge.tensorStrategy`` value.
-    """
-    env = os.environ if env is None else env
-    strategy = env.get(ENV_STRATEGY) or path_attribute(repo, path) or repo.config.get("coral.merge.strategy") or "conflict"
-    rules = parse_rules(env.get(ENV_TENSOR_STRATEGY, ""), ENV_TENSOR_STRATEGY)
-    cwd = repo.worktree or repo.git_dir
-    for value in git("config", "--get-all", "coral.merge.tensorStrategy", cwd=cwd, check=False).splitlines():
-        rules += parse_rules(value, "coral.merge.tensorStrategy")
-    params: dict[str, float] = {}
-    for name, (key, var) in PARAMS.items():
-        raw = env.get(var) or repo.config.get(key.lower())
-        if raw is None:
-            continue
-        try:
-            params[name] = float(raw)
-        except ValueError:
-            raise UsageError(f"{key} = {raw!r} is not a number; fix it with 'git config {key} <number>'") from None
-    settings = MergeSettings(strategy.strip(), tuple(rules), params)
-    settings.check()
-    return settings
-
-
-# ---------------------------------------------------------------------------------------------
-# conflict reports
-# ---------------------------------------------------------------------------------------------
-
-
-def report_dir(repo: Repo) -> Path:
-    return repo.git_dir / "coral" / "merge"
-
-
-def report_path(repo: Repo, path: str) -> Path:
-    return report_dir(repo) / (quote(path, safe="") + ".json")
-
-
-def side_ids(base: Pointer | None, ours: Pointer | None, theirs: Pointer | None) -> list[str | None]:
-    return [p.file_id if p is not None else None for p in (base, ours, theirs)]
-
-
-def write_report(repo: Repo, plan: MergePlan, settings: MergeSettings, resolutions: list[list[str]] | None = None) -> Path:
-    """Record a conflicted merge of one file (JSON) for ``git coral conflicts``/``resolve``."""
-    from ..store.objects import write_atomic
-
-    report = {
-        "path": plan.path,
-        "time": int(time.time()),
-        "ids": side_ids(plan.base, plan.ours, plan.theirs),
-        "settings": settings.to_json(),
-        "conflicts": [{"tensor": c.name, "reason": c.reason} for c in plan.conflicts],
-        "merged": plan.counts(),
-        "resolutions": resolutions or [],
-    }
-    target = report_path(repo, plan.path)
-    write_atomic(target, json.dumps(report, indent=1).encode())
-    return target
-
-
-def read_report(repo: Repo, path: str, ids: list[str | None]) -> dict | None:
-    """The report for ``path`` if it describes the merge of exactly these three versions."""
-    try:
-        report = json.loads(report_path(repo, path).read_text())
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) and report.get("ids") == ids else None
-
-
-def remove_report(repo: Repo, path: str) -> None:
-    try:
-        report_path(repo, path).unlink()
-    except FileNotFoundError:
-        pass
-
 
 # ---------------------------------------------------------------------------------------------
 # the driver

@@ -20,9 +20,10 @@ from ..core import pointer as ptr
 from ..core.pointer import Pointer
 from ..errors import UsageError
 from ..git.repo import Repo, git
-from .driver import load_settings, read_report, remove_report, side_ids, write_report
 from .model import FILE, Conflict, MergePlan, MergeSettings
 from .plan import plan_merge
+from .report import read_report, remove_report, side_ids, write_report
+from .settings import load_settings
 from .strategies import parse_spec
 from .write import write_merged
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CoralError, MissingObjectError, UsageError
-from ..git import hooks
 from ..store.chunkstore import ChunkStore
 from ..store.objects import unpack_header
 from ..ui import transfer_bar
@@ -227,7 +226,3 @@ def pre_push(args: list[str], stdin: str) -> int:
         print(f"error: coral: push to '{name}' stopped: {exc}", file=sys.stderr)
         return 1
 
-
-hooks.STEPS.setdefault("pre-push", [])
-if pre_push not in hooks.STEPS["pre-push"]:
-    hooks.STEPS["pre-push"].append(pre_push)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import coral, git, make_state, perturb, save_safetensors, sha256
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import coral, git, make_state, perturb, save_safetensors, sha256
 
 from coral_git.core import pointer as ptr
 from coral_git.store.objects import LooseObjects, unpack_header

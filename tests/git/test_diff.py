@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coral, git, make_state, perturb, save_safetensors
+from helpers import coral, git, make_state, perturb, save_safetensors
 
 
 def commit_model(repo: Path, state: dict[str, np.ndarray], msg: str, name: str = "model.safetensors") -> None:

@@ -15,8 +15,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-from conftest import git
-from test_hardening_crash import checkout_equals, verify_store
+from helpers import checkout_equals, git, verify_store
 
 MB = int(os.environ.get("CORAL_CONC_MB", "48"))
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import coral, git, make_state, perturb, save_safetensors, sha256, small_filesystem
 
 from coral_git.store.chunkstore import ChunkStore
 from coral_git.store.objects import LooseObjects
@@ -49,7 +49,7 @@ def global_config(home_env: dict[str, str] | None = None, chunk_size: int = 6553
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """Built once per module: a repository with 3 versions pushed to a bare ``shared.git`` beside it."""
-    from conftest import GIT_ENV
+    from helpers import GIT_ENV
 
     root = tmp_path_factory.mktemp("template")
     home = root / "home"
@@ -252,16 +252,9 @@ def test_push_of_an_old_revision_is_self_contained(shared: tuple[Path, Path, lis
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB tmpfs (needs root, as here and in CI); unmounted afterwards."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.decode().strip()}")
-    try:
+    """A 2 MB file system, unmounted afterwards."""
+    with small_filesystem(tmp_path / "small", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_disk_full_on_the_remote_and_locally(shared: tuple[Path, Path, list[str]], small_fs: Path) -> None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import copy_repo, coral, git, isolated_git, make_state, new_repo, perturb, save_safetensors
+from helpers import copy_repo, coral, git, isolated_git, make_state, new_repo, perturb, save_safetensors
 
 from coral_git.core import pointer as ptr
 from coral_git.git.repo import find_repo

@@ -77,7 +77,7 @@ def test_the_property_above_really_streamed() -> None:
 
 
 def test_large_files_stream_through_git_and_check_out_exactly(repo: Path) -> None:
-    from conftest import git, make_state, perturb, save_safetensors, sha256
+    from helpers import git, make_state, perturb, save_safetensors, sha256
 
     state = make_state(0, layers=6, width=700)  # ~12 MB: above the in-memory spool limit, so it streams
     versions = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import coral, git, make_state, perturb, save_safetensors, sha256
 
 from coral_git.core import pointer as ptr
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import git, make_state, perturb, save_safetensors
+from helpers import git, make_state, perturb, save_safetensors
 
 import coral_git
 from coral_git.errors import UsageError

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import coral, git, make_state, perturb, save_safetensors, sha256
 from safetensors.numpy import load_file
 
 F32 = np.float32

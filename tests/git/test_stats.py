@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import coral, git, make_state, perturb, save_safetensors, sha256
 
 from coral_git.core import pointer as ptr
 from coral_git.git.repo import find_repo

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import coral, git, sha256
+from helpers import coral, git, sha256
 
 from coral_git.errors import CoralError
 from coral_git.integrations.checkpoints import CheckpointError, format_message, parse_message

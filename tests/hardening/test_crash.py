@@ -18,11 +18,12 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coral, git
+from helpers import checkout_equals, coral, git, small_filesystem, verify_store
 
 MB = int(os.environ.get("CORAL_CRASH_MB", "64"))
 POINTS = [float(x) for x in os.environ.get("CORAL_CRASH_POINTS", "0,0.3,0.7,1.0").split(",")]
@@ -104,33 +105,6 @@ def add_and_kill(repo: Path, name: str, store: Path, kill_at_objects: int | None
     return proc.returncode, err.decode(errors="replace"), killed
 
 
-def verify_store(repo: Path, store: Path, fsck: bool = True) -> int:
-    """Every visible object decodes to its id; ``git coral fsck`` agrees. Returns the object count."""
-    from coral_git.store.chunkstore import ChunkStore
-
-    cs = ChunkStore(store)
-    ids = cs.loose.ids()
-    for cid in ids:
-        cs.get(cid)  # raises CorruptObjectError on any torn or mismatched object
-    if fsck and coral(repo, "fsck", "-h", check=False).returncode == 0:
-        res = coral(repo, "fsck", check=False)
-        assert res.returncode == 0, res.stderr.decode()
-    return len(ids)
-
-
-def checkout_equals(repo: Path, rev: str, name: str, want: str, tmp: Path) -> None:
-    """Check ``rev:name`` out for real (git's smudge through the filter) and compare bytes."""
-    out = tmp / f"co-{rev.replace('~', '_')}"
-    if out.exists():
-        git(repo, "worktree", "remove", "--force", str(out))
-    git(repo, "worktree", "add", "-q", "--detach", str(out), rev)
-    try:
-        got = hashlib.sha256((out / name).read_bytes()).hexdigest()
-        assert got == want, f"{rev}:{name} does not check out exactly"
-    finally:
-        git(repo, "worktree", "remove", "--force", str(out))
-
-
 def test_kill_filter_during_add(repo: Path, tmp_path: Path) -> None:
     store = Path(git(repo, "rev-parse", "--git-common-dir").strip())
     store = (repo / store if not store.is_absolute() else store) / "coral"
@@ -168,22 +142,9 @@ def test_kill_filter_during_add(repo: Path, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path):
-    """A 60 MiB tmpfs (root only); else a loop-mounted ext4 image; else skip with the reason."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        img = tmp_path / "fs.img"
-        subprocess.run(["truncate", "-s", "60M", str(img)], check=True)
-        mk = subprocess.run(["mkfs.ext4", "-q", str(img)], capture_output=True)
-        r2 = subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], capture_output=True) if mk.returncode == 0 else mk
-        if r2.returncode != 0:
-            pytest.skip(f"cannot mount a small file system here: {r.stderr.decode().strip()} / {r2.stderr.decode().strip()}")
-    try:
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    with small_filesystem(tmp_path / "mnt", "60m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_disk_full_is_one_clear_line(repo: Path, small_fs: Path, tmp_path: Path) -> None:
@@ -244,8 +205,6 @@ def test_kill_during_gc_and_repack(repo: Path, tmp_path: Path) -> None:
     """gc --prune=now and repack --all killed at spread times: history intact, rerun succeeds."""
     import shutil
 
-    if coral(repo, "gc", "-h", check=False).returncode != 0:
-        pytest.skip("git coral gc is not part of this build")
     name, mb = "m.safetensors", 8
     shas = []
     for v in range(3):
@@ -288,8 +247,6 @@ def test_kill_during_gc_and_repack(repo: Path, tmp_path: Path) -> None:
 
 def test_repack_all_twice_keeps_every_object(repo: Path, tmp_path: Path) -> None:
     """Regression: packs are named by content, so a second repack --all rewrote a pack onto itself and deleted it."""
-    if coral(repo, "repack", "-h", check=False).returncode != 0:
-        pytest.skip("git coral repack is not part of this build")
     sha = write_model(repo / "m.safetensors", 0, mb=4)
     git(repo, "add", "m.safetensors")
     git(repo, "commit", "-qm", "m")

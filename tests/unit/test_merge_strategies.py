@@ -138,7 +138,7 @@ def test_spec_errors_are_usage_errors() -> None:
 
 
 def test_tensor_rules_parse() -> None:
-    from coral_git.merge.driver import parse_rules
+    from coral_git.merge.settings import parse_rules
 
     assert parse_rules("head.*=theirs; *=weighted:0.3;", "env") == [("head.*", "theirs"), ("*", "weighted:0.3")]
     for bad in ("head.*", "=ours", "x="):

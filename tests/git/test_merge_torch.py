@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import coral, git
+from helpers import coral, git
 
 from coral_git.core.pointer import Pointer
 from coral_git.filter.clean import clean
