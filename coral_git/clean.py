@@ -11,6 +11,7 @@ import xxhash
 
 from . import pointer as ptr
 from .chunking import byte_chunks, tensor_chunks
+from .errors import PointerError
 from .formats.layout import Layout, TensorSpan, itemsize
 from .formats.registry import detect
 from .mapped import MappedFile
@@ -147,11 +148,15 @@ def clean(
         def read(start: int, end: int) -> np.ndarray:
             return whole[start:end]
 
-    if bytes(view[: len(ptr.MAGIC)]) == ptr.MAGIC.encode() and size <= ptr.MAX_POINTER:
+    if bytes(view[: len(ptr.MAGIC)]) == ptr.MAGIC_BYTES and size <= ptr.MAX_POINTER:
+        # pointer text is kept as it is; a damaged one is refused rather than committed as content,
+        # which would leave a commit that looks like a model and checks out as broken text
         try:
             return CleanResult(ptr.parse(bytes(view)), 0, 0, None)
-        except Exception:  # not a real pointer: store it as content like any file
-            pass
+        except PointerError as exc:
+            raise PointerError(
+                f"this file is a damaged coral pointer ({exc}); restore it with 'git checkout <rev> -- <path>'"
+            ) from None
     detected = detect(memoryview(view) if size else memoryview(b""))
     layout = detected.layout
     prev_skeleton = previous.skeleton if previous is not None and previous.chunk_bytes == chunk_bytes else ()

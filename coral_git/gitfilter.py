@@ -10,6 +10,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from typing import BinaryIO
 
 import xxhash
@@ -133,12 +134,18 @@ class Filter:
         self.recent = RecentTensors(repo.store_root / "recent")
         self.tmpdir = str(repo.store_root / "tmp")
         self._index = None
+        self._previous: dict[str, ptr.Pointer | None] = {}
         from .fetch import make_fetcher
 
         self.store.fetcher = make_fetcher(repo)  # missing chunks come from the remote store on demand
 
     def previous(self, path: str) -> ptr.Pointer | None:
         """The pointer of ``path`` in the index (or HEAD): the delta base for its new version."""
+        if path not in self._previous:
+            self._previous[path] = self._read_previous(path)
+        return self._previous[path]
+
+    def _read_previous(self, path: str) -> ptr.Pointer | None:
         try:
             r = self.repo.pygit
             if self._index is None:
@@ -172,6 +179,26 @@ class Filter:
             why = res.note or "format not recognised"
             log(f"{path}: stored as opaque bytes ({why})")
         return res.pointer.encode()
+
+    def clean_spool(self, spool: Spool, path: str) -> bytes:
+        """The pointer text for the file received in ``spool`` (streamed in, or cleaned now)."""
+        streamed = spool.streamed()
+        text = streamed.encode() if streamed is not None else self.clean(spool.view(), path, spool.file_id)
+        return self._keep_v1(text, path)
+
+    def _keep_v1(self, text: bytes, path: str) -> bytes:
+        """The staged version-1 pointer when it names exactly these bytes, else ``text``.
+
+        A repository committed before pointer version 2 keeps its pointers: re-cleaning an unchanged
+        file (``git status`` after a touch) must not show it as modified. The result is still a
+        function of the file's bytes: the same pointer, rendered without its check line.
+        """
+        prev = self.previous(path)
+        if prev is None or prev.version != 1:
+            return text
+        old = prev.encode()
+        p = ptr.parse(text)
+        return old if replace(p, version=1).encode() == old else text
 
     def smudge(self, data: bytes | MappedFile, path: str, write: Callable[[memoryview], None]) -> None:
         view = data.view() if isinstance(data, MappedFile) else data
@@ -273,8 +300,7 @@ def filter_process() -> int:
 def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) -> None:
     if command == "clean":
         try:
-            streamed = spool.streamed()
-            result = streamed.encode() if streamed is not None else flt.clean(spool.view(), path, spool.file_id)
+            result = flt.clean_spool(spool, path)
         except Exception as exc:
             _report(exc, path)
             wr.text("status=error")
@@ -328,8 +354,7 @@ def single(command: str, path: str) -> int:
         while chunk := sys.stdin.buffer.read(1 << 20):
             spool.write(chunk)
         if command == "clean":
-            streamed = spool.streamed()
-            out.write(streamed.encode() if streamed is not None else flt.clean(spool.view(), path, spool.file_id))
+            out.write(flt.clean_spool(spool, path))
         else:
             flt.smudge(spool.view(), path, out.write)
         out.flush()

@@ -23,6 +23,9 @@ CONFIG = {
     "merge.coral.driver": "git-coral merge-driver %O %A %B %P %L",
     "diff.coral.command": "git-coral diff-driver",
     "diff.coral.textconv": "git-coral textconv",
+    # patch machinery (add -p, restore -p, stash -p, apply) treats model files as binary: a pointer is
+    # taken whole or not at all; git diff still shows the driver's and textconv's output
+    "diff.coral.binary": "true",
 }
 
 
