@@ -183,8 +183,13 @@ class Filter:
     def clean_spool(self, spool: Spool, path: str) -> bytes:
         """The pointer text for the file received in ``spool`` (streamed in, or cleaned now)."""
         streamed = spool.streamed()
-        text = streamed.encode() if streamed is not None else self.clean(spool.view(), path, spool.file_id)
-        return self._keep_v1(text, path)
+        if streamed is not None:
+            return self._keep_v1(streamed.encode(), path)
+        data = spool.view()
+        head = bytes(data.view()[:64]) if isinstance(data, MappedFile) else data[:64]
+        if ptr.is_textconv(head):  # git blame of the work-tree file: not a model, give it back as it is
+            return data if isinstance(data, bytes) else bytes(data.view())
+        return self._keep_v1(self.clean(data, path, spool.file_id), path)
 
     def _keep_v1(self, text: bytes, path: str) -> bytes:
         """The staged version-1 pointer when it names exactly these bytes, else ``text``.
@@ -255,7 +260,11 @@ def filter_process() -> int:
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but protocol bytes may reach git's pipe
     wr = PktWriter(out)
-    hello = rd.read_text_list()
+    try:
+        hello = rd.read_text_list()
+    except EOFError:
+        log("filter-process: no filter protocol on stdin; git starts this command itself (filter.coral.process)")
+        return 1
     if "git-filter-client" not in hello or "version=2" not in hello:
         log("filter-process: git did not offer protocol version 2")
         return 1

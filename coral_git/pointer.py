@@ -106,6 +106,15 @@ def looks_like_pointer(data: bytes) -> bool:
     return data.startswith(MAGIC_BYTES)
 
 
+_TEXTCONV = re.compile(rb"coral [a-z0-9-]+ file: [0-9]+ tensors, ")
+
+
+def is_textconv(head: bytes) -> bool:
+    """True for the text ``git coral textconv`` prints. ``git blame FILE`` runs the work-tree file
+    through textconv and then through clean; clean must hand such text back as it is, not store it."""
+    return _TEXTCONV.match(head) is not None
+
+
 def parse_or_none(data: bytes) -> Pointer | None:
     """The pointer in ``data``, or None when ``data`` is not pointer text (a damaged pointer raises)."""
     if len(data) > MAX_POINTER or not looks_like_pointer(data):
