@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..core import pointer as ptr
-from ..core.chunking import chunk_shape
+from ..core.chunking import DEFAULT_CHUNK_BYTES, chunk_shape
 from ..diffs.tensordiff import (
     FileDiff,
     Side,
@@ -43,8 +43,8 @@ from ..diffs.tensordiff import (
     views,
 )
 from ..dtypes import DTYPE_BITS, itemsize
-from ..errors import CoralError, UsageError
-from ..git.repo import Repo, find_repo, git
+from ..errors import CoralError, NotARepositoryError, UsageError
+from ..git.repo import DEFAULT_WORKERS, Repo, find_repo, git
 
 RepoLike = Repo | str | os.PathLike[str] | None
 
@@ -90,11 +90,12 @@ class TensorInfo:
 class ModelFile(Mapping[str, np.ndarray]):
     """A model file at one revision: ``m[name]`` decodes that tensor only. Use as a context manager."""
 
-    def __init__(self, path: str, pointer: ptr.Pointer, source: Source, repo: Repo, stack: ExitStack | None = None) -> None:
+    def __init__(self, path: str, pointer: ptr.Pointer, source: Source, repo: Repo | None, stack: ExitStack | None = None) -> None:
         self.path = path
         self.pointer = pointer
         self.source = source
-        self.repo = repo
+        self.repo = repo  # None for a file opened outside any repository
+        self.workers = repo.workers if repo is not None else DEFAULT_WORKERS
         self._stack = stack
         self._views = views(pointer, source)
 
@@ -133,7 +134,7 @@ class ModelFile(Mapping[str, np.ndarray]):
 
     def stats(self, name: str) -> ValueStats | None:
         """mean/std/min/max… of one tensor, streamed chunk by chunk (None for non-numeric dtypes)."""
-        with ThreadPoolExecutor(max_workers=self.repo.workers) as pool:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return value_stats(self._view(name), self.source, pool)
 
     def zarr(self, name: str) -> Any:
@@ -203,14 +204,22 @@ def open(path: str | os.PathLike[str], rev: str | None = "HEAD", *, repo: RepoLi
 
 
 def open_file(path: str | os.PathLike[str], *, repo: RepoLike = None, name: str | None = None) -> ModelFile:
-    """Open a model file on disk (hashed in memory, mapped, nothing stored) with the same API."""
+    """Open any model file on disk (hashed in memory, mapped, nothing stored) with the same API,
+    inside a repository or not: outside one the repository's settings are the defaults."""
     from ..core.mapped import mapped_array
 
-    r = _repo(repo if repo is not None else Path(path).parent)
+    try:
+        r: Repo | None = _repo(repo if repo is not None else Path(path).parent)
+    except NotARepositoryError:
+        if repo is not None:
+            raise
+        r = None
     stack = ExitStack()
     buf = stack.enter_context(mapped_array(os.fspath(path)))
-    p, src = hash_pointer(memoryview(buf), r.chunk_bytes, workers=r.workers)
-    src.fallback = r.store
+    chunk_bytes = r.chunk_bytes if r is not None else DEFAULT_CHUNK_BYTES
+    p, src = hash_pointer(memoryview(buf), chunk_bytes, workers=r.workers if r is not None else DEFAULT_WORKERS)
+    if r is not None:
+        src.fallback = r.store
     return ModelFile(name or os.fspath(path), p, src, r, stack)
 
 

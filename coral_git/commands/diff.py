@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -25,6 +26,10 @@ def _split_revs_paths(args: list[str], cwd: str | None = None) -> tuple[list[str
             if not paths and len(revs) < 2 and ("..." not in a) and _is_rev(a, git, cwd):
                 revs.append(a)
             else:
+                if not os.path.lexists(os.path.join(cwd or ".", a)) and not any(c in a for c in "*?["):
+                    # like git: without '--' an argument must be a revision or an existing path
+                    raise UsageError(f"ambiguous argument {a!r}: unknown revision or path not in the working tree "
+                                     "(use '--' to separate paths from revisions)")
                 paths.append(a)
     if len(revs) == 1 and ".." in revs[0] and "..." not in revs[0]:
         a, b = revs[0].split("..", 1)

@@ -61,6 +61,10 @@ def register(app: typer.Typer) -> None:
         repo = _repo()
         cwd = repo.worktree or repo.git_dir
         names = [name] if name else git("remote", cwd=cwd).split()
+        if not names:
+            print("no git remotes: add one with 'git remote add origin URL' (its chunk store follows from the URL, "
+                  "or set one with 'git coral remote set NAME URL')", file=sys.stderr)
+            return
         for n in names:
             try:
                 store = resolve(repo, n).url
@@ -179,6 +183,6 @@ def _pointer_files(repo, include: list[str]) -> list[tuple[str, object]]:
                 head = fh.read(len(ptr.MAGIC))
         except OSError:
             continue
-        if head == ptr.MAGIC:
+        if head == ptr.MAGIC_BYTES:
             left.append((path, p))
     return left

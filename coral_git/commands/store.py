@@ -32,6 +32,9 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+def _signed(n: float) -> str:
+    """A saving; a negative one is a cost and says so."""
+    return human_bytes(n) if n >= 0 else f"{human_bytes(-n)} cost"
 
 
 
@@ -91,13 +94,14 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def fsck(
         no_move: Annotated[bool, typer.Option("--no-move", help="Only report; leave damaged objects where they are.")] = False,
+        full: Annotated[bool, typer.Option("--full", help="Also rebuild every reachable file and check it against its pointer's file id.")] = False,
     ) -> None:
         """Check every reachable pointer and every stored object; exit non-zero on any problem."""
         from ..git.repo import find_repo
         from ..maintenance.fsck import fsck
 
         with _progress() as progress:
-            res = fsck(find_repo(), move=not no_move, progress=progress)
+            res = fsck(find_repo(), move=not no_move, full=full, progress=progress)
         for p in res.problems:
             label = "warning" if p.warning else p.kind
             print(f"{label} {p.what}: {p.detail}" + (f" (moved to {p.moved_to})" if p.moved_to else ""))
@@ -137,15 +141,19 @@ def register(app: typer.Typer) -> None:
             ("unique chunks", f"{s.chunks} ({human_bytes(s.unique_chunk_bytes)} raw)"),
             ("stored bytes", f"{human_bytes(s.stored_bytes)} ({s.stored_bytes}) needed by history"),
             ("on disk", f"{human_bytes(s.disk_bytes)} in {s.disk_files} files ({s.objects} objects: {s.loose_objects} loose, {s.packs} packs)"),
-            ("ratio", f"{s.ratio:.2f}x vs logical, {s.lfs_ratio:.2f}x vs git-lfs"),
+            ("ratio", f"{s.ratio:.2f}x vs logical, {s.lfs_ratio:.2f}x vs git-lfs" if s.ratio else
+             f"unknown: {s.missing_chunks} chunk(s) missing" if s.missing_chunks else "-"),
             ("saved by dedup", human_bytes(s.dedup_saved)),
-            ("saved by delta", f"{human_bytes(s.delta_saved)} (estimate)"),
-            ("saved by compression", f"{human_bytes(s.compression_saved)} (estimate)"),
+            ("saved by delta", f"{_signed(s.delta_saved)} (estimate)"),
+            ("saved by compression", f"{_signed(s.compression_saved)} (estimate)"),
             ("objects", f"{s.keyframes} keyframes, {s.deltas} deltas, {s.unreachable_objects} unreachable"),
             ("longest delta chain", f"{s.longest_chain}"),
         ]
+        if s.base_overhead:
+            lines.append(("kept as delta bases", f"{human_bytes(s.base_overhead)} (objects history names only as bases)"))
         if s.missing_chunks:
-            lines.append(("missing chunks", f"{s.missing_chunks} (run 'git coral fsck')"))
+            lines.append(("missing chunks", f"{s.missing_chunks}, {human_bytes(s.missing_bytes)} raw: not in this store; "
+                          "run 'git coral fetch' if a remote has them, or 'git coral fsck'"))
         for k, v in lines:
             print(f"{k + ':':<22} {v}")
         if s.rows:

@@ -1,14 +1,18 @@
 """The pointer: the small text git stores in place of a model file.
 
-    coral-pointer 1
+    coral-pointer 2
     file <size> <format> <xxh3-128 of the whole file>
     chunking <target chunk bytes>
     skeleton <nbytes> <chunk ids, comma-separated, or ->
     tensor <name> <dtype> <shape> <offset> <nbytes> <chunk ids or ->
     ...
+    check <xxh3-128 of every line above>
 
 Tensor lines are in file order (by offset). Names are percent-encoded so that a line never holds a
-space, a newline or a non-ASCII byte. See docs/format.md for the exact rules.
+space, a newline or a non-ASCII byte. The ``check`` line (version 2) makes a pointer all-or-nothing:
+git's line-based machinery (``add -p``, ``restore -p``, a hand edit) cannot split, mix or truncate one
+without the parser noticing at once. Version 1 pointers (no check line) stay readable. See
+docs/format.md for the exact rules.
 """
 
 from __future__ import annotations
@@ -17,9 +21,15 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+import xxhash
+
 from ..errors import PointerError
 
-MAGIC = b"coral-pointer 1\n"  # bytes: every caller compares it with blob or file bytes
+MAGIC = "coral-pointer "  # every version's first line starts with this: sniff by it, then parse
+VERSION = 2  # what clean writes; version 1 (no check line) is still read
+VERSIONS = (1, 2)
+MAGIC_BYTES = MAGIC.encode()
+EDITED = "it was edited, truncated or assembled from two versions (e.g. by a partial 'git add -p')"
 MAX_POINTER = 64 * 1024 * 1024
 _SAFE = "!\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"
 _ID = re.compile(r"[0-9a-f]{32}\Z")
@@ -53,11 +63,12 @@ class Pointer:
     skeleton_nbytes: int
     skeleton: tuple[str, ...]
     tensors: tuple[TensorEntry, ...]
+    version: int = VERSION
 
     def render(self) -> str:
-        """The canonical text of this pointer."""
+        """The canonical text of this pointer (with its check line from version 2 on)."""
         lines = [
-            MAGIC.decode().rstrip("\n"),
+            f"{MAGIC}{self.version}",
             f"file {self.size} {self.format} {self.file_id}",
             f"chunking {self.chunk_bytes}",
             f"skeleton {self.skeleton_nbytes} {_ids(self.skeleton)}",
@@ -65,7 +76,8 @@ class Pointer:
         for t in self.tensors:
             shape = "[" + ",".join(map(str, t.shape)) + "]"
             lines.append(f"tensor {quote(t.name, safe=_SAFE)} {t.dtype} {shape} {t.offset} {t.nbytes} {_ids(t.chunks)}")
-        return "\n".join(lines) + "\n"
+        body = "\n".join(lines) + "\n"
+        return body if self.version == 1 else body + f"check {_check(body)}\n"
 
     def encode(self) -> bytes:
         return self.render().encode("ascii")
@@ -81,25 +93,43 @@ class Pointer:
         return {t.name: t for t in self.tensors}
 
 
+def _check(body: str) -> str:
+    return xxhash.xxh3_128_hexdigest(body.encode("ascii"))
+
+
 def _ids(ids: tuple[str, ...]) -> str:
     return ",".join(ids) if ids else "-"
 
 
 def looks_like_pointer(data: bytes | memoryview) -> bool:
-    """Cheap first test: the magic line starts the text."""
-    return bytes(data[: len(MAGIC)]) == MAGIC
+    """Cheap first test: the magic starts the text (then :func:`parse` decides)."""
+    return bytes(data[: len(MAGIC_BYTES)]) == MAGIC_BYTES
+
+
+_TEXTCONV = re.compile(rb"coral [a-z0-9-]+ file: [0-9]+ tensors, ")
+
+
+def is_textconv(head: bytes) -> bool:
+    """True for the text ``git coral textconv`` prints. ``git blame FILE`` runs the work-tree file
+    through textconv and then through clean; clean must hand such text back as it is, not store it."""
+    return _TEXTCONV.match(head) is not None
 
 
 def parse_or_none(data: bytes | memoryview) -> Pointer | None:
-    """The pointer ``data`` holds, or None when it is not one (no magic, too large, malformed).
-
-    For content that may or may not be a pointer (a blob, a file, a filter's input); where a pointer
-    is required, call :func:`parse` and let its :class:`PointerError` say what is wrong.
-    """
+    """The pointer in ``data``, or None when ``data`` is not pointer text (a damaged pointer raises)."""
     if len(data) > MAX_POINTER or not looks_like_pointer(data):
         return None
+    return parse(bytes(data))
+
+
+def try_parse(data: bytes | memoryview) -> Pointer | None:
+    """The pointer in ``data``, or None for anything else, damaged pointers included.
+
+    For readers that only look for pointers (history scans, delta bases, diff sides); clean, smudge
+    and merge inputs use :func:`parse_or_none` so that a damaged pointer is an error, not content.
+    """
     try:
-        return parse(bytes(data))
+        return parse_or_none(data)
     except PointerError:
         return None
 
@@ -113,8 +143,16 @@ def parse(data: bytes) -> Pointer:
     except UnicodeDecodeError:
         raise PointerError("pointer is not ASCII") from None
     if not text.endswith("\n"):
-        raise PointerError("pointer does not end with a newline")
+        raise PointerError(f"pointer does not end with a newline: {EDITED}")
     lines = text[:-1].split("\n")
+    version = _version(lines[0])
+    if version >= 2:
+        last = lines.pop() if len(lines) > 1 else ""
+        if not last.startswith("check "):
+            raise PointerError(f"pointer has no check line: {EDITED}")
+        body = text[: len(text) - len(last) - 1]
+        if last[6:] != _check(body):
+            raise PointerError(f"pointer check line does not match: {EDITED}")
     if len(lines) < 4:
         raise PointerError("pointer is truncated")
     f = lines[1].split(" ")
@@ -125,7 +163,7 @@ def parse(data: bytes) -> Pointer:
     if not _ID.match(f[3]):
         raise PointerError("pointer file id is malformed")
     tensors = tuple(_tensor(line) for line in lines[4:])
-    p = Pointer(_int(f[1]), f[2], f[3], _int(c[1]), _int(s[1]), _split_ids(s[2]), tensors)
+    p = Pointer(_int(f[1]), f[2], f[3], _int(c[1]), _int(s[1]), _split_ids(s[2]), tensors, version)
     pos = 0
     for t in tensors:
         if t.offset < pos:
@@ -136,6 +174,13 @@ def parse(data: bytes) -> Pointer:
     if p.render() != text:
         raise PointerError("pointer is not in canonical form")
     return p
+
+
+def _version(first: str) -> int:
+    v = first[len(MAGIC) :] if first.startswith(MAGIC) else ""
+    if v not in {str(n) for n in VERSIONS}:
+        raise PointerError(f"unknown pointer version {v[:10]!r} (this coral-git reads {VERSIONS}); upgrade coral-git")
+    return int(v)
 
 
 def _tensor(line: str) -> TensorEntry:

@@ -123,7 +123,7 @@ def summary(fd: FileDiff) -> str:
     for t in fd.tensors:
         counts[t.status] = counts.get(t.status, 0) + 1
     kinds = ", ".join(f"{n} {s}" for s, n in counts.items())
-    changed = len([t for t in fd.tensors if t.status != REMOVED])
+    changed = len(fd.tensors)
     line = f"{changed} of {fd.tensors_total} tensors changed"
     if kinds:
         line += f" ({kinds})"
@@ -153,7 +153,7 @@ def render(fd: FileDiff, style: Style, old_path: str | None = None) -> str:
         if style.compact:
             for t, (name, _) in zip(fd.tensors, rows, strict=True):
                 frac = 1.0 if t.status in (ADDED, REMOVED, RETYPED, RESHAPED) and t.frac_changed is None else (t.frac_changed or 0.0)
-                bar = "+" * max(1 if frac else 0, round(20 * frac))
+                bar = ("-" if t.status == REMOVED else "+") * max(1 if frac else 0, round(20 * frac))
                 rel = f"rel {fmt_num(t.rel_change, '.2e')}" if t.rel_change is not None else t.status
                 lines.append(f" {name:<{wn}} | {paint(f'{rel:<12}', STATUS_COLORS.get(t.status, ''), on)} {paint(bar, STATUS_COLORS.get(t.status, ''), on)}")
         else:
@@ -187,7 +187,7 @@ def blob_pointer(repo: Repo, hexid: str) -> ptr.Pointer | None:
         return None
     if obj.size > ptr.MAX_POINTER:
         return None
-    return ptr.parse_or_none(obj.data)
+    return ptr.try_parse(obj.data)
 
 
 def open_side(repo: Repo, stack: ExitStack, file: str, hexid: str) -> Side:

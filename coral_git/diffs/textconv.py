@@ -41,7 +41,9 @@ def lines_for(p: ptr.Pointer, src: Source | None, *, stats: bool = True, workers
             line = f"{name} {v.dtype} {shape} id={content_id(v)}"
             if stats and src is not None:
                 st = value_stats(v, src, pool, 2 * workers)
-                if st is not None:
+                if st is not None and not v.numel:
+                    line += " empty"
+                elif st is not None:
                     line += f" mean={_f(st.mean)} std={_f(st.std)} min={_f(st.lo if st.n else None)} max={_f(st.hi if st.n else None)}"
                     if st.nonfinite:
                         line += f" nonfinite={st.nonfinite}"

@@ -13,6 +13,7 @@ from ..core import pointer as ptr
 from ..core.chunking import byte_chunks, tensor_chunks
 from ..core.mapped import MappedFile
 from ..dtypes import itemsize
+from ..errors import PointerError
 from ..formats.layout import Layout, TensorSpan
 from ..formats.registry import detect
 from ..store.chunkstore import ChunkStore, chunk_id
@@ -148,8 +149,15 @@ def clean(
         def read(start: int, end: int) -> np.ndarray:
             return whole[start:end]
 
-    if size <= ptr.MAX_POINTER and (p := ptr.parse_or_none(view)) is not None:
-        return CleanResult(p, 0, 0, None)  # clean(pointer) == pointer; a malformed one is stored as content
+    if ptr.looks_like_pointer(view) and size <= ptr.MAX_POINTER:
+        # pointer text is kept as it is; a damaged one is refused rather than committed as content,
+        # which would leave a commit that looks like a model and checks out as broken text
+        try:
+            return CleanResult(ptr.parse(bytes(view)), 0, 0, None)
+        except PointerError as exc:
+            raise PointerError(
+                f"this file is a damaged coral pointer ({exc}); restore it with 'git checkout <rev> -- <path>'"
+            ) from None
     detected = detect(memoryview(view) if size else memoryview(b""))
     layout = detected.layout
     prev_skeleton = previous.skeleton if previous is not None and previous.chunk_bytes == chunk_bytes else ()

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from typing import BinaryIO
 
 import xxhash
@@ -135,11 +136,17 @@ class Filter:
         self.recent = RecentTensors(repo.store_root / "recent")
         self.tmpdir = str(repo.store_root / "tmp")
         self._index = None
+        self._previous: dict[str, ptr.Pointer | None] = {}
         if fetcher is not None:
             self.store.fetcher = fetcher(repo)  # missing chunks come from the remote store on demand
 
     def previous(self, path: str) -> ptr.Pointer | None:
         """The pointer of ``path`` in the index (or HEAD): the delta base for its new version."""
+        if path not in self._previous:
+            self._previous[path] = self._read_previous(path)
+        return self._previous[path]
+
+    def _read_previous(self, path: str) -> ptr.Pointer | None:
         try:
             r = self.repo.pygit
             if self._index is None:
@@ -155,7 +162,7 @@ class Filter:
             if obj.size > ptr.MAX_POINTER:
                 return None
             data = obj.data
-            return ptr.parse_or_none(data)
+            return ptr.try_parse(data)
         except Exception:
             return None
 
@@ -173,6 +180,31 @@ class Filter:
             why = res.note or "format not recognised"
             log(f"{path}: stored as opaque bytes ({why})")
         return res.pointer.encode()
+
+    def clean_spool(self, spool: Spool, path: str) -> bytes:
+        """The pointer text for the file received in ``spool`` (streamed in, or cleaned now)."""
+        streamed = spool.streamed()
+        if streamed is not None:
+            return self._keep_v1(streamed.encode(), path)
+        data = spool.view()
+        head = bytes(data.view()[:64]) if isinstance(data, MappedFile) else data[:64]
+        if ptr.is_textconv(head):  # git blame of the work-tree file: not a model, give it back as it is
+            return data if isinstance(data, bytes) else bytes(data.view())
+        return self._keep_v1(self.clean(data, path, spool.file_id), path)
+
+    def _keep_v1(self, text: bytes, path: str) -> bytes:
+        """The staged version-1 pointer when it names exactly these bytes, else ``text``.
+
+        A repository committed before pointer version 2 keeps its pointers: re-cleaning an unchanged
+        file (``git status`` after a touch) must not show it as modified. The result is still a
+        function of the file's bytes: the same pointer, rendered without its check line.
+        """
+        prev = self.previous(path)
+        if prev is None or prev.version != 1:
+            return text
+        old = prev.encode()
+        p = ptr.parse(text)
+        return old if replace(p, version=1).encode() == old else text
 
     def smudge(self, data: bytes | MappedFile, path: str, write: Callable[[memoryview], None]) -> None:
         view = data.view() if isinstance(data, MappedFile) else data
@@ -228,7 +260,11 @@ def filter_process(fetcher: FetcherFactory | None = None) -> int:
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but protocol bytes may reach git's pipe
     wr = PktWriter(out)
-    hello = rd.read_text_list()
+    try:
+        hello = rd.read_text_list()
+    except EOFError:
+        log("filter-process: no filter protocol on stdin; git starts this command itself (filter.coral.process)")
+        return 1
     if "git-filter-client" not in hello or "version=2" not in hello:
         log("filter-process: git did not offer protocol version 2")
         return 1
@@ -273,8 +309,7 @@ def filter_process(fetcher: FetcherFactory | None = None) -> int:
 def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) -> None:
     if command == "clean":
         try:
-            streamed = spool.streamed()
-            result = streamed.encode() if streamed is not None else flt.clean(spool.view(), path, spool.file_id)
+            result = flt.clean_spool(spool, path)
         except Exception as exc:
             _report(exc, path)
             wr.text("status=error")
@@ -328,8 +363,7 @@ def single(command: str, path: str, fetcher: FetcherFactory | None = None) -> in
         while chunk := sys.stdin.buffer.read(1 << 20):
             spool.write(chunk)
         if command == "clean":
-            streamed = spool.streamed()
-            out.write(streamed.encode() if streamed is not None else flt.clean(spool.view(), path, spool.file_id))
+            out.write(flt.clean_spool(spool, path))
         else:
             flt.smudge(spool.view(), path, out.write)
         out.flush()

@@ -237,8 +237,6 @@ def _layout(
             raise FormatError(f"storage {key!r}: record has {nbytes} bytes, the pickle says {info.nbytes}")
         else:
             dtype, shape = info.dtype, (info.numel,)
-        if nbytes == 0:
-            continue
         name = unique_name(info.first_name or f"storage/{key}", used)
         spans.append(TensorSpan(name, dtype, shape, offset, nbytes))
     spans.sort(key=lambda s: (s.offset, s.end))

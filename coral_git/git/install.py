@@ -24,6 +24,9 @@ CONFIG = {
     "merge.coral.driver": "git-coral merge-driver %O %A %B %P %L",
     "diff.coral.command": "git-coral diff-driver",
     "diff.coral.textconv": "git-coral textconv",
+    # patch machinery (add -p, restore -p, stash -p, apply) treats model files as binary: a pointer is
+    # taken whole or not at all; git diff still shows the driver's and textconv's output
+    "diff.coral.binary": "true",
 }
 
 
@@ -36,8 +39,14 @@ def configure(scope: str, cwd: Path | None = None) -> list[str]:
     return done
 
 
+def escape_pattern(pattern: str) -> str:
+    """A pattern as .gitattributes needs it: whitespace would end the pattern, so spell it
+    ``[[:space:]]`` like git-lfs does (``'my weights.data'`` -> ``my[[:space:]]weights.data``)."""
+    return "".join("[[:space:]]" if c.isspace() else c for c in pattern)
+
+
 def attribute_line(pattern: str) -> str:
-    return f"{pattern} {ATTRS}"
+    return f"{escape_pattern(pattern)} {ATTRS}"
 
 
 def track(worktree: Path, patterns: list[str]) -> list[str]:
@@ -45,7 +54,7 @@ def track(worktree: Path, patterns: list[str]) -> list[str]:
     path = worktree / ".gitattributes"
     lines = path.read_text().splitlines() if path.exists() else []
     have = {ln.split()[0] for ln in lines if ln.strip() and not ln.startswith("#") and "filter=coral" in ln}
-    added = [p for p in patterns if p not in have]
+    added = [p for p in patterns if escape_pattern(p) not in have]
     if added:
         lines.extend(attribute_line(p) for p in added)
         path.write_text("\n".join(lines) + "\n")
@@ -58,10 +67,11 @@ def untrack(worktree: Path, patterns: list[str]) -> list[str]:
     if not path.exists():
         return []
     keep, removed = [], []
+    wanted = {escape_pattern(p): p for p in patterns}
     for ln in path.read_text().splitlines():
         parts = ln.split()
-        if parts and parts[0] in patterns and "filter=coral" in ln:
-            removed.append(parts[0])
+        if parts and parts[0] in wanted and "filter=coral" in ln:
+            removed.append(wanted[parts[0]])
         else:
             keep.append(ln)
     path.write_text("\n".join(keep) + ("\n" if keep else ""))

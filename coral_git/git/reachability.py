@@ -26,7 +26,7 @@ REBASE_FILES = ("rebase-merge/onto", "rebase-merge/orig-head", "rebase-merge/ame
                 "rebase-apply/onto", "rebase-apply/orig-head", "rebase-apply/abort-safety")
 MAX_USES = 4  # sightings kept per pointer blob, for reports
 GITLINK = 0o160000
-MAGIC = ptr.MAGIC
+MAGIC = ptr.MAGIC_BYTES
 
 Files = tuple[tuple[str, str], ...]  # (path, pointer blob id), sorted by path
 

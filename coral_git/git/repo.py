@@ -12,6 +12,8 @@ from ..core.chunking import DEFAULT_CHUNK_BYTES
 from ..errors import NotARepositoryError, UsageError
 from ..store.chunkstore import DEFAULT_MAX_CHAIN, ChunkStore
 
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # coral.workers when unset
+
 
 def git(*args: str, cwd: Path | str | None = None, check: bool = True, input: bytes | None = None) -> str:
     """Run git and return its stdout as text (stripped of the final newline)."""
@@ -54,7 +56,7 @@ class Repo:
 
     @property
     def workers(self) -> int:
-        return self.setting_int("coral.workers", min(4, os.cpu_count() or 1), 1, 256)
+        return self.setting_int("coral.workers", DEFAULT_WORKERS, 1, 256)
 
     @cached_property
     def store(self) -> ChunkStore:

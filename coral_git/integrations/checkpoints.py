@@ -417,7 +417,7 @@ class BranchWriter:
             data = tree[path].data
         except (KeyError, AttributeError):
             return None
-        return ptr.parse_or_none(data)
+        return ptr.try_parse(data)
 
     def commit(self, files: dict[str, bytes | memoryview], message: str) -> str:
         """Store ``files`` through coral and commit them on the branch tip; return the commit id."""

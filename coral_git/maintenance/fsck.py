@@ -56,8 +56,13 @@ class FsckResult:
         return [p for p in self.problems if not p.warning]
 
 
-def fsck(repo: Repo, *, move: bool = True, progress: Progress | None = None) -> FsckResult:
-    """Check the repository's pointers and store; set damaged objects aside when ``move``."""
+def fsck(repo: Repo, *, move: bool = True, full: bool = False, progress: Progress | None = None) -> FsckResult:
+    """Check the repository's pointers and store; set damaged objects aside when ``move``.
+
+    ``full`` also rebuilds every reachable file and compares it with its pointer's file id: the only
+    check that catches a pointer whose chunks all exist but were put together wrongly (a version 1
+    pointer mixed from two versions, or edited to name other chunks of the right sizes).
+    """
     reach = reachability.reachable(repo.common_dir, progress)
     res = FsckResult(pointers=len(reach.pointers), commits=len(reach.commits))
     for blob, why in reach.broken.items():
@@ -98,7 +103,31 @@ def fsck(repo: Repo, *, move: bool = True, progress: Progress | None = None) -> 
         res.problems.append(Problem("missing", cid, "not in the store", needed.get(cid, [])))
     res.problems.extend(_pointer_sizes(reach, headers))
     res.problems.extend(_long_chains(headers, store.max_chain))
+    if full:
+        bad = {c for c in (set(corrupt) | set(unreadable) | (live - inv.keys()))}
+        res.problems.extend(_rebuild_files(repo, reach, bad, progress))
     return res
+
+
+def _rebuild_files(repo: Repo, reach: reachability.Reachable, bad: set[str], progress: Progress | None) -> list[Problem]:
+    """Rebuild each reachable file once (bytes thrown away) and compare with its pointer's file id."""
+    from .smudge import smudge
+
+    out = []
+    done: set[tuple[str, str]] = set()
+    todo = [(b, p) for b, p in reach.pointers.items() if not (p.chunk_ids() & bad)]
+    for i, (blob, p) in enumerate(todo):
+        if progress is not None:
+            progress("rebuilding files", i, len(todo))
+        if (p.file_id, p.render()) in done:
+            continue
+        done.add((p.file_id, p.render()))
+        uses = [(r, path, "file") for r, path in reach.uses.get(blob, [])]
+        try:
+            smudge(p, repo.store, lambda _b: None, path=uses[0][1] if uses else blob, workers=repo.workers)
+        except (CorruptObjectError, StoreError) as exc:
+            out.append(Problem("bad-file", blob, f"the rebuilt file does not match its pointer ({exc})", uses))
+    return out
 
 
 def _set_aside(store, src, inv, corrupt, bad_entries, lost: Path) -> dict[str, str]:

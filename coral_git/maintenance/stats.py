@@ -7,9 +7,14 @@ Definitions (docs/store.md has the long form):
 - unique chunk bytes: the raw bytes of every distinct chunk reachable pointers name;
 - stored bytes: the encoded objects those chunks need (their delta bases included); on-disk bytes
   are the whole store (loose files plus packs, garbage included);
-- savings split: dedup = logical - unique chunk bytes; the rest, unique - stored, is split between
-  plain compression and delta encoding by pricing each delta object at the compression ratio the
-  keyframes achieve (an estimate: a delta object's keyframe size is not stored anywhere).
+- savings split, so that the figures add up exactly:
+  ``logical - dedup - delta - compression + base overhead + missing = stored``, where dedup = logical -
+  unique chunk bytes (sizes come from the pointers, so they hold even when chunks are missing); base
+  overhead = stored bytes of objects kept only as delta bases of history's chunks; missing = raw bytes of
+  chunks the store lacks. What the present chunks save is split between plain compression and delta
+  encoding by pricing each delta object at the compression rate the keyframes achieve (an estimate: a
+  delta object's keyframe size is not stored anywhere). Compression is negative when chunks do not
+  compress (each object costs its header).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from ..core.chunking import byte_chunks, tensor_chunks
 from ..git import reachability
 from ..git.repo import Repo
 from ..store import packs
@@ -61,6 +67,8 @@ class Stats:
     deltas: int = 0
     unreachable_objects: int = 0
     missing_chunks: int = 0
+    missing_bytes: int = 0  # raw bytes of the chunks the store lacks
+    base_overhead: int = 0  # stored bytes of objects kept only as delta bases
     longest_chain: int = 0
     dedup_saved: int = 0
     compression_saved: int = 0
@@ -69,11 +77,12 @@ class Stats:
 
     @property
     def ratio(self) -> float:
-        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 0.0
+        """logical / stored; 0 when unknown (chunks missing, or nothing stored)."""
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes and not self.missing_chunks else 0.0
 
     @property
     def lfs_ratio(self) -> float:
-        return self.lfs_bytes / self.stored_bytes if self.stored_bytes else 0.0
+        return self.lfs_bytes / self.stored_bytes if self.stored_bytes and not self.missing_chunks else 0.0
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -115,9 +124,13 @@ def stats(repo: Repo, *, by: str | None = None, progress: Progress | None = None
     s.unique_files, s.lfs_bytes = len(unique), sum(unique.values())
 
     live = reach.chunk_ids()
+    sizes = _chunk_sizes(reach.pointers.values())
     s.chunks = len(live)
-    s.missing_chunks = len(live - inv.keys())
-    s.unique_chunk_bytes = sum(headers[c].raw_len for c in live if c in headers)
+    missing = live - inv.keys()
+    s.missing_chunks = len(missing)
+    raw = {c: headers[c].raw_len if c in headers else sizes.get(c, 0) for c in live}
+    s.unique_chunk_bytes = sum(raw.values())
+    s.missing_bytes = sum(raw[c] for c in missing)
     needed = set(c for c in live if c in inv)
     stack = list(needed)
     while stack:
@@ -130,19 +143,35 @@ def stats(repo: Repo, *, by: str | None = None, progress: Progress | None = None
     kf = [c for c in needed if c in headers and headers[c].base is None]
     dl = [c for c in needed if c in headers and headers[c].base is not None]
     s.keyframes, s.deltas = len(kf), len(dl)
-    kf_raw = sum(headers[c].raw_len for c in kf)
-    kf_stored = sum(inv[c].size for c in kf)
-    rate = kf_stored / kf_raw if kf_raw else 1.0
-    as_keyframes = kf_stored + sum(headers[c].raw_len for c in dl) * rate
+    present = [c for c in live if c in inv]
+    live_stored = sum(inv[c].size for c in present)
+    s.base_overhead = s.stored_bytes - live_stored
+    kf_live = [c for c in present if c in headers and headers[c].base is None]
+    kf_raw = sum(raw[c] for c in kf_live)
+    rate = min(1.0, sum(inv[c].size for c in kf_live) / kf_raw) if kf_raw else 1.0
+    dl_raw = sum(raw[c] for c in present if c in headers and headers[c].base is not None)
+    dl_stored = sum(inv[c].size for c in present if c in headers and headers[c].base is not None)
     s.dedup_saved = s.logical_bytes - s.unique_chunk_bytes
-    s.delta_saved = round(as_keyframes - s.stored_bytes)
-    s.compression_saved = s.unique_chunk_bytes - s.stored_bytes - s.delta_saved
+    s.delta_saved = round(dl_raw * rate - dl_stored)
+    s.compression_saved = sum(raw[c] for c in present) - live_stored - s.delta_saved
     depths = chain_depths(headers)
     s.longest_chain = max((depths.get(c, 0) for c in needed), default=0)
 
     if by in ("file", "commit"):
         s.rows = _rows(by, order, files, reach, pairs, headers, inv, walker)
     return s
+
+
+def _chunk_sizes(pointers) -> dict[str, int]:
+    """Raw size of every chunk the pointers name, from the chunk grid (no store access)."""
+    out: dict[str, int] = {}
+    for p in pointers:
+        pieces = [(p.skeleton, byte_chunks(p.skeleton_nbytes, p.chunk_bytes))]
+        pieces += [(t.chunks, tensor_chunks(t.dtype, t.shape, t.nbytes, p.chunk_bytes)) for t in p.tensors]
+        for ids, ranges in pieces:
+            if len(ids) == len(ranges):
+                out.update((c, e - b) for c, (b, e) in zip(ids, ranges, strict=True))
+    return out
 
 
 def _is_object_id(key: str) -> bool:

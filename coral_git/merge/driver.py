@@ -28,9 +28,12 @@ from .write import merged_pointer
 # ---------------------------------------------------------------------------------------------
 
 
+GIT_TEMP_PREFIX = ".merge_file_"  # git's ll-merge names the %O/%A/%B temp files so
+
+
 def as_pointer(repo: Repo, data: bytes, path: str) -> Pointer:
     """The pointer ``data`` is, or the pointer of ``data`` stored now (a file committed raw)."""
-    p = ptr.parse_or_none(data)
+    p = ptr.try_parse(data)
     if p is not None:
         return p
     return clean(data, repo.store, chunk_bytes=repo.chunk_bytes, workers=repo.workers).pointer
@@ -42,10 +45,20 @@ def describe(counts: dict[str, int]) -> str:
 
 def run(base_file: str, ours_file: str, theirs_file: str, path: str) -> int:
     """Merge one file for git; 0 when clean (merged pointer in ``ours_file``), 1 on conflict."""
+    hint = "git runs this driver during a merge; to merge model files by hand use 'git coral resolve'"
+    for what, f in (("%O", base_file), ("%A", ours_file), ("%B", theirs_file)):
+        if not Path(f).is_file():
+            log(f"merge-driver: the {what} file {f!r} does not exist; {hint}")
+            return 2
     try:
         repo = find_repo()
         base_data = Path(base_file).read_bytes()
         ours_data = Path(ours_file).read_bytes()
+        if ptr.try_parse(ours_data) is None and not Path(ours_file).name.startswith(GIT_TEMP_PREFIX):
+            # git hands the driver temp copies in repository form; a real model file here means the
+            # driver was run by hand, and writing a pointer over it would lose the model
+            log(f"merge-driver: {ours_file!r} is a model file, not a temp file from git; refusing to overwrite it ({hint})")
+            return 2
         theirs_data = Path(theirs_file).read_bytes()
         base = as_pointer(repo, base_data, path) if base_data else None
         ours = as_pointer(repo, ours_data, path)

@@ -58,6 +58,25 @@ def _describe(e: TensorEntry) -> str:
     return f"{e.dtype}[{','.join(map(str, e.shape))}]"
 
 
+def _kinds(o: TensorEntry, t: TensorEntry) -> str:
+    """What differs between the two sides beyond their values, e.g. ``: dtype F16 vs BF16``."""
+    out = []
+    if o.dtype != t.dtype:
+        out.append(f"dtype {o.dtype} (ours) vs {t.dtype} (theirs)")
+    if o.shape != t.shape:
+        out.append(f"shape {_describe(o)} (ours) vs {_describe(t)} (theirs)")
+    return ": " + ", ".join(out) if out else ""
+
+
+def _applicable(b: TensorEntry | None, o: TensorEntry, t: TensorEntry) -> str:
+    """Which strategies can decide this tensor, as a hint for ``git coral resolve``."""
+    if (o.dtype, o.shape) != (t.dtype, t.shape) or not is_float(o.dtype):
+        return "only --ours or --theirs apply"
+    if b is None or (b.dtype, b.shape) != (o.dtype, o.shape):
+        return "--ours, --theirs, --strategy average or weighted:α apply (no usable base for task-arithmetic/ties)"
+    return "--ours, --theirs or --strategy average, weighted:α, task-arithmetic:λ, ties:density apply"
+
+
 def decide(name: str, b: TensorEntry | None, o: TensorEntry | None, t: TensorEntry | None, same: _Same, strategy: Strategy) -> Decision | Conflict:
     """The three-way decision for one tensor (``strategy`` only matters when both sides changed it)."""
     if same(o, t):
@@ -76,11 +95,11 @@ def decide(name: str, b: TensorEntry | None, o: TensorEntry | None, t: TensorEnt
         return Decision(name, o if strategy.pick == "ours" else t, strategy.pick)
     added = "added on both sides with different values" if b is None else "changed on both sides"
     if not strategy.numeric:
-        return Conflict(name, f"{added} (strategy: {strategy.spec})")
+        return Conflict(name, f"{added}{_kinds(o, t)} (strategy: {strategy.spec}); {_applicable(b, o, t)}")
     if (o.dtype, o.shape) != (t.dtype, t.shape):
-        return Conflict(name, f"{added}: ours is {_describe(o)}, theirs is {_describe(t)}")
+        return Conflict(name, f"{added}{_kinds(o, t)}: {strategy.name} cannot combine them; {_applicable(b, o, t)}")
     if not is_float(o.dtype):
-        return Conflict(name, f"{added}: {o.dtype} tensors are never combined numerically (use ours or theirs)")
+        return Conflict(name, f"{added}: {o.dtype} tensors are never combined numerically; {_applicable(b, o, t)}")
     if strategy.needs_base and (b is None or (b.dtype, b.shape) != (o.dtype, o.shape)):
         why = "there is no common base" if b is None else f"the base is {_describe(b)}"
         return Conflict(name, f"{added}: {strategy.name} needs the base tensor but {why}")
@@ -151,8 +170,8 @@ def plan_merge(
         if isinstance(d, Conflict):
             for alt in matching(name):
                 d2 = decide(name, b, o, t, same, alt)
+                d = d2  # a resolution that fails says why it failed, not why the first try did
                 if not isinstance(d2, Conflict):
-                    d = d2
                     break
         if isinstance(d, Conflict):
             plan.conflicts.append(d)

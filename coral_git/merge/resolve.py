@@ -60,7 +60,7 @@ def _pointers(repo: Repo, stages: dict[int, str]) -> tuple[Pointer | None, Point
         if s not in stages:
             out.append(None)
             continue
-        p = ptr.parse_or_none(repo.pygit[stages[s]].data)
+        p = ptr.try_parse(repo.pygit[stages[s]].data)
         ok &= p is not None
         out.append(p)
     return out[0], out[1], out[2], ok

@@ -144,7 +144,7 @@ def pointer_blobs(cwd: Path, blobs: Iterable[tuple[str, str]]) -> Iterator[tuple
         size = int(out[pos:nl].split()[2])
         data = out[nl + 1 : nl + 1 + size]
         pos = nl + 1 + size + 1
-        p = ptr.parse_or_none(data)
+        p = ptr.try_parse(data)
         if p is not None:
             yield path, p
 

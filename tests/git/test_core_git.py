@@ -200,7 +200,7 @@ def test_torch_files_round_trip(repo: Path) -> None:
         + bytes(12),  # overlapping offsets
         b"PK\x03\x04" + bytes(100),  # truncated zip
         b"\x80\x02}q\x00." * 50,  # a legacy pickle
-        ptr.MAGIC + b"file broken\n",  # looks like a pointer, is not one
+        b"coral-pointer\nfile broken\n",  # close to a pointer, but no version: stored as content
     ],
 )
 def test_malformed_files_are_stored_exactly(repo: Path, content: bytes) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from helpers import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import coral, git, make_state, new_repo, perturb, save_safetensors, sha256
 from safetensors.numpy import load_file
 
 F32 = np.float32
@@ -229,3 +229,27 @@ def test_metadata_only_change_on_both_sides_conflicts(repo: Path) -> None:
     assert "__metadata__" in out and "'step'" in out and "model.safetensors: 1 conflict" in out
     git(repo, "merge", "--abort")
     assert_clean_tree(repo)
+
+
+def test_dtype_changed_on_both_sides_says_why_and_what_applies(tmp_path: Path) -> None:
+    """Both branches retyped a tensor differently: the conflict names the dtypes, a numeric strategy
+    that cannot apply says so, and the strategies that can are listed."""
+    repo = new_repo(tmp_path / "dt")
+    base = {"a": np.ones((4, 4), np.float32), "b": np.zeros(3, np.float32)}
+    save_safetensors(repo / "x.safetensors", base)
+    git(repo, "add", "x.safetensors")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "checkout", "-qb", "other")
+    save_safetensors(repo / "x.safetensors", {**base, "a": np.ones((4, 4), np.float16)})
+    git(repo, "commit", "-qam", "f16")
+    git(repo, "checkout", "-q", "main")
+    save_safetensors(repo / "x.safetensors", {**base, "a": np.full((4, 4), 2, np.float64)})
+    git(repo, "commit", "-qam", "f64")
+    git(repo, "merge", "other", check=False)
+    listing = coral(repo, "conflicts").stdout.decode()
+    assert "dtype F64 (ours) vs F16 (theirs)" in listing and "only --ours or --theirs apply" in listing
+    res = coral(repo, "resolve", "x.safetensors", "--strategy", "average", check=False)
+    err = res.stderr.decode()
+    assert res.returncode == 1 and "average cannot combine them" in err and "F16" in err
+    coral(repo, "resolve", "x.safetensors", "--theirs")
+    git(repo, "commit", "-qm", "merged")

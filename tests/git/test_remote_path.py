@@ -120,7 +120,7 @@ def test_push_from_clone_pull_in_first(shared: tuple[Path, Path, list[str]], tmp
     assert "uploaded" in proc.stderr
     # pointers only, then `git coral pull` brings the content
     git(repo, "pull", "-q", env={"CORAL_SKIP_SMUDGE": "1"})
-    assert (repo / "model.safetensors").read_bytes().startswith(b"coral-pointer 1\n")
+    assert (repo / "model.safetensors").read_bytes().startswith(b"coral-pointer 2\n")
     out = coral(repo, "pull")
     assert "checked out 2 file(s)" in out.stderr.decode()
     assert sha256(repo / "model.safetensors") == new_sha
@@ -132,7 +132,7 @@ def test_skip_smudge_clone_and_fetch_one_revision(shared: tuple[Path, Path, list
     _repo, bare, shas = shared
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(bare), str(clone), env={"CORAL_SKIP_SMUDGE": "1"})
-    assert (clone / "model.safetensors").read_bytes().startswith(b"coral-pointer 1\n")
+    assert (clone / "model.safetensors").read_bytes().startswith(b"coral-pointer 2\n")
     assert objects_of(clone / ".git" / "coral") == set()
     out = coral(clone, "fetch", "--rev", "HEAD~2", "--include", "*.safetensors")
     assert "fetched" in out.stderr.decode()

@@ -167,7 +167,7 @@ def test_add_commit_checkout_clone_never_execute(hostile_repo: tuple[Path, Path,
     # the zip files were read as torch checkpoints (tensors found), the raw pickles stored opaque
     for name in files:
         pointer = git(repo, "cat-file", "-p", f"HEAD:{name}")
-        assert pointer.startswith("coral-pointer 1\n")
+        assert pointer.startswith("coral-pointer 2\n")
         fmt = pointer.splitlines()[1].split()[2]
         assert fmt == ("torch-zip" if name.startswith("zip_") else "opaque"), (name, fmt)
     for name in files:
