@@ -111,7 +111,7 @@ def fsck(repo: Repo, *, move: bool = True, full: bool = False, progress: Progres
 
 def _rebuild_files(repo: Repo, reach: reachability.Reachable, bad: set[str], progress: Progress | None) -> list[Problem]:
     """Rebuild each reachable file once (bytes thrown away) and compare with its pointer's file id."""
-    from .smudge import smudge
+    from ..filter.smudge import smudge
 
     out = []
     done: set[tuple[str, str]] = set()
