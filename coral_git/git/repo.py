@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,9 +16,24 @@ from ..store.chunkstore import DEFAULT_MAX_CHAIN, ChunkStore
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # coral.workers when unset
 
 
+def run_git(args: Sequence[str], cwd: Path | str | None = None, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The one place coral starts the git binary: ``git ARGS`` in ``cwd``, output captured, exit status kept.
+
+    Everything else (``git()``, ``git_value()``, pygit2 for object reads) goes through here or reads objects directly.
+    """
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, input=input)
+
+
+def git_value(args: Sequence[str], cwd: Path | str | None = None) -> str | None:
+    """git's stdout, stripped, when it succeeds and prints something; else None (an unset config key, no remote)."""
+    proc = run_git(args, cwd)
+    out = proc.stdout.decode(errors="surrogateescape").strip()
+    return out if proc.returncode == 0 and out else None
+
+
 def git(*args: str, cwd: Path | str | None = None, check: bool = True, input: bytes | None = None) -> str:
     """Run git and return its stdout as text (stripped of the final newline)."""
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, input=input)
+    proc = run_git(args, cwd, input)
     if check and proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
         raise UsageError(f"git {' '.join(args[:2])} failed: {msg[-1] if msg else proc.returncode}")
@@ -85,17 +101,13 @@ def _parse_size(raw: str) -> int:
 
 def find_repo(cwd: Path | str | None = None) -> Repo:
     """Locate the repository that contains ``cwd`` (honours GIT_DIR like git does)."""
-    proc = subprocess.run(
-        ["git", "rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir", "--show-toplevel"],
-        cwd=cwd,
-        capture_output=True,
-    )
+    proc = run_git(["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir", "--show-toplevel"], cwd)
     lines = proc.stdout.decode(errors="surrogateescape").splitlines()
     if proc.returncode != 0 or len(lines) < 2:
         # a bare repository has no top level; rev-parse still prints the first two
         raise NotARepositoryError("not inside a git repository; run this from a repository's work tree")
     worktree = Path(lines[2]) if len(lines) > 2 and lines[2] else None
-    cfg = subprocess.run(["git", "config", "-z", "--get-regexp", r"^coral\."], cwd=cwd, capture_output=True)
+    cfg = run_git(["config", "-z", "--get-regexp", r"^coral\."], cwd)
     config: dict[str, str] = {}
     for item in cfg.stdout.decode(errors="replace").split("\0"):
         if item:

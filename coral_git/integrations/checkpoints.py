@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from ..errors import CoralError, UsageError
 from ..filter.clean import clean
 from ..filter.smudge import smudge
 from ..git import install
-from ..git.repo import Repo, find_repo
+from ..git.repo import Repo, find_repo, run_git
 from ..store.recent import RecentTensors
 
 ZERO = "0" * 40
@@ -237,9 +236,7 @@ def branch_tip(repo: Repo, branch: str) -> str | None:
 
 def checked_out_in(repo: Repo, branch: str) -> str | None:
     """The worktree that has ``branch`` checked out, if any."""
-    out = subprocess.run(
-        ["git", "worktree", "list", "--porcelain"], cwd=repo.worktree or repo.git_dir, capture_output=True, text=True
-    ).stdout
+    out = run_git(["worktree", "list", "--porcelain"], repo.worktree or repo.git_dir).stdout.decode()
     wt = None
     for ln in out.splitlines():
         if ln.startswith("worktree "):
@@ -259,12 +256,7 @@ def update_refs(repo: Repo, updates: list[tuple[str, str | None, str | None]], m
             lines.append(f"delete {ref}" + (f" {old}" if old else ""))
         else:
             lines.append(f"update {ref} {new}" + (f" {old}" if old else ""))
-    proc = subprocess.run(
-        ["git", "update-ref", "-m", message, "--stdin"],
-        cwd=repo.git_dir,
-        input=("\n".join(lines) + "\n").encode(),
-        capture_output=True,
-    )
+    proc = run_git(["update-ref", "-m", message, "--stdin"], repo.git_dir, ("\n".join(lines) + "\n").encode())
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         raise CheckpointError(f"could not move {updates[0][0]}: {err[-1] if err else proc.returncode}")
@@ -272,12 +264,7 @@ def update_refs(repo: Repo, updates: list[tuple[str, str | None, str | None]], m
 
 def tags_by_commit(repo: Repo, prefix: str = "refs/tags/") -> dict[str, list[str]]:
     """Tag names (without ``refs/tags/``) grouped by the commit they point at."""
-    out = subprocess.run(
-        ["git", "for-each-ref", "--format=%(objectname) %(*objectname) %(refname)", prefix],
-        cwd=repo.git_dir,
-        capture_output=True,
-        text=True,
-    ).stdout
+    out = run_git(["for-each-ref", "--format=%(objectname) %(*objectname) %(refname)", prefix], repo.git_dir).stdout.decode()
     got: dict[str, list[str]] = {}
     for ln in out.splitlines():
         parts = ln.split(" ")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from ..errors import CorruptObjectError, StoreError, UsageError
 from ..git import reachability
-from ..git.repo import Repo
+from ..git.repo import Repo, git_value
 from ..store import packs
 from ..store.objects import HEADER_SIZE, unpack_header
 
@@ -60,9 +59,7 @@ def configured_expire(repo: Repo) -> str:
     value = repo.config.get("coral.pruneexpire")
     if value:
         return value
-    proc = subprocess.run(["git", "config", "--get", "gc.pruneExpire"], cwd=repo.common_dir, capture_output=True)
-    value = proc.stdout.decode(errors="replace").strip()
-    return value or DEFAULT_EXPIRE
+    return git_value(["config", "--get", "gc.pruneExpire"], repo.common_dir) or DEFAULT_EXPIRE
 
 
 @dataclass

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from ..errors import StoreError, UsageError
+from ..git.repo import git_value, run_git
 from ..store.objects import write_atomic
 
 PARALLEL = 16
@@ -310,20 +310,16 @@ def _s3_error(exc: BaseException, remote: RemoteStore) -> RemoteError:
 
 # -- resolution ---------------------------------------------------------------------------------
 def _git_config(key: str, cwd: Path | None) -> str | None:
-    proc = subprocess.run(["git", "config", "--get", key], cwd=cwd, capture_output=True)
-    out = proc.stdout.decode(errors="surrogateescape").strip()
-    return out if proc.returncode == 0 and out else None
+    return git_value(["config", "--get", key], cwd)
 
 
 def shared_config(key: str, cwd: Path | None, worktree: Path | None) -> str | None:
     """``key`` from the committed ``.coralconfig`` (work tree first, else HEAD's blob)."""
     if worktree is not None and (worktree / ".coralconfig").is_file():
-        args = ["git", "config", "--file", str(worktree / ".coralconfig"), "--get", key]
+        args = ["config", "--file", str(worktree / ".coralconfig"), "--get", key]
     else:
-        args = ["git", "config", "--blob", "HEAD:.coralconfig", "--get", key]
-    proc = subprocess.run(args, cwd=cwd, capture_output=True)
-    out = proc.stdout.decode(errors="surrogateescape").strip()
-    return out if proc.returncode == 0 and out else None
+        args = ["config", "--blob", "HEAD:.coralconfig", "--get", key]
+    return git_value(args, cwd)
 
 
 def local_path(url: str, base: Path | None) -> Path | None:
@@ -346,9 +342,7 @@ def repo_store_dir(path: Path) -> Path:
     if dotgit.is_dir():
         return dotgit / "coral"
     if dotgit.is_file():
-        proc = subprocess.run(
-            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=path, capture_output=True
-        )
+        proc = run_git(["rev-parse", "--path-format=absolute", "--git-common-dir"], path)
         if proc.returncode == 0:
             return Path(proc.stdout.decode().strip()) / "coral"
     return path / "coral"
@@ -392,13 +386,13 @@ def default_remote(repo, key: str = "coral.fetchRemote") -> str | None:
     name = _git_config(key, cwd)
     if name:
         return name
-    proc = subprocess.run(["git", "symbolic-ref", "-q", "--short", "HEAD"], cwd=cwd, capture_output=True)
+    proc = run_git(["symbolic-ref", "-q", "--short", "HEAD"], cwd)
     branch = proc.stdout.decode().strip()
     if branch:
         up = _git_config(f"branch.{branch}.remote", cwd)
         if up and up != ".":
             return up
-    proc = subprocess.run(["git", "remote"], cwd=cwd, capture_output=True)
+    proc = run_git(["remote"], cwd)
     remotes = proc.stdout.decode().split()
     if "origin" in remotes:
         return "origin"

@@ -12,7 +12,6 @@ import fnmatch
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 
 from ..core import pointer as ptr
 from ..errors import CoralError, StoreError
+from ..git.repo import run_git
 from ..store.chunkstore import ChunkStore
 from ..store.objects import LooseObjects, ObjectHeader, unpack_header
 from ..ui import transfer_bar
@@ -116,7 +116,7 @@ def _install(store: ChunkStore, staging: LooseObjects, headers: dict[str, Object
 
 # -- which chunks ---------------------------------------------------------------------------------
 def _git(args: list[str], cwd: Path, input: bytes | None = None) -> bytes:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, input=input)
+    proc = run_git(args, cwd, input)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
         raise CoralError(f"git {args[0]} failed: {msg[-1] if msg else proc.returncode}")
