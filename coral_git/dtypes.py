@@ -6,6 +6,10 @@ them. This module is at the bottom of the package: it imports nothing from coral
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 # Bits per element for every dtype code we know. Codes follow safetensors; torch dtypes are mapped
 # onto them by the torch reader. Sub-byte dtypes (F4, F6_*) are chunked as plain bytes.
 DTYPE_BITS: dict[str, int] = {
@@ -48,3 +52,43 @@ def itemsize(dtype: str) -> int:
     if dtype.startswith("C"):
         return bits // 16
     return bits // 8
+
+
+# 8-bit floats: (exponent bits, mantissa bits, bias, kind). kind: "ieee" (E5M2: inf and NaNs like IEEE),
+# "fn" (only S.1111.111 is NaN, no inf), "fnuz" (0x80 is the only NaN, no inf, no negative zero).
+FP8_FORMATS: dict[str, tuple[int, int, int, str]] = {
+    "F8_E4M3": (4, 3, 7, "fn"),
+    "F8_E5M2": (5, 2, 15, "ieee"),
+    "F8_E4M3FNUZ": (4, 3, 8, "fnuz"),
+    "F8_E5M2FNUZ": (5, 2, 16, "fnuz"),
+}
+# dtypes decoded through a 256-entry table: the fp8 formats and the E8M0 scale format (2^(c-127), 0xFF NaN)
+TABLE_DTYPES = frozenset({*FP8_FORMATS, "F8_E8M0"})
+_tables: dict[str, np.ndarray] = {}
+
+
+def fp8_values(dtype: str) -> np.ndarray:
+    """float64 value of each of the 256 codes of an 8-bit float dtype (``TABLE_DTYPES``); no ml_dtypes needed."""
+    table = _tables.get(dtype)
+    if table is None:
+        table = _tables[dtype] = _fp8_table(dtype)
+    return table
+
+
+def _fp8_table(dtype: str) -> np.ndarray:
+    out = np.empty(256, dtype=np.float64)
+    if dtype == "F8_E8M0":
+        out[:] = [2.0 ** (c - 127) for c in range(256)]
+        out[255] = math.nan
+        return out
+    exp, man, bias, kind = FP8_FORMATS[dtype]
+    emax = (1 << exp) - 1
+    for c in range(256):
+        s, e, m = c >> 7, (c >> man) & emax, c & ((1 << man) - 1)
+        v = m / (1 << man) * 2.0 ** (1 - bias) if e == 0 else (1 + m / (1 << man)) * 2.0 ** (e - bias)
+        if kind == "ieee" and e == emax:
+            v = math.inf if m == 0 else math.nan
+        elif (kind == "fn" and e == emax and m == (1 << man) - 1) or (kind == "fnuz" and c == 0x80):
+            v = math.nan
+        out[c] = -v if s else v
+    return out

@@ -25,7 +25,7 @@ import xxhash
 
 from ..core.chunking import byte_chunks, tensor_chunks
 from ..core.pointer import Pointer, TensorEntry
-from ..dtypes import DTYPE_BITS, itemsize
+from ..dtypes import DTYPE_BITS, TABLE_DTYPES, fp8_values, itemsize
 from ..errors import CoralError, CorruptObjectError
 
 # ---------------------------------------------------------------------------------------------
@@ -33,41 +33,7 @@ from ..errors import CoralError, CorruptObjectError
 # ---------------------------------------------------------------------------------------------
 
 
-def _fp8_table(exp_bits: int, bias: int, fnuz: bool, ieee: bool) -> np.ndarray:
-    """float64 value of each of the 256 codes of an fp8 format (1 sign bit, no ml_dtypes needed)."""
-    man_bits = 7 - exp_bits
-    out = np.empty(256, dtype=np.float64)
-    for c in range(256):
-        s, e, m = c >> 7, (c >> man_bits) & ((1 << exp_bits) - 1), c & ((1 << man_bits) - 1)
-        emax = (1 << exp_bits) - 1
-        if fnuz and c == 0x80:
-            v = math.nan
-        elif ieee and e == emax:
-            v = math.inf if m == 0 else math.nan
-        elif not ieee and not fnuz and e == emax and m == (1 << man_bits) - 1:
-            v = math.nan  # e4m3fn: only S.1111.111 is NaN, no infinities
-        elif e == 0:
-            v = m / (1 << man_bits) * 2.0 ** (1 - bias)
-        else:
-            v = (1 + m / (1 << man_bits)) * 2.0 ** (e - bias)
-        out[c] = -v if s else v
-    return out
-
-
-def _e8m0_table() -> np.ndarray:
-    out = np.array([2.0 ** (c - 127) for c in range(256)], dtype=np.float64)
-    out[255] = math.nan
-    return out
-
-
-_LUTS: dict[str, Callable[[], np.ndarray]] = {
-    "F8_E4M3": lambda: _fp8_table(4, 7, fnuz=False, ieee=False),
-    "F8_E5M2": lambda: _fp8_table(5, 15, fnuz=False, ieee=True),
-    "F8_E4M3FNUZ": lambda: _fp8_table(4, 8, fnuz=True, ieee=False),
-    "F8_E5M2FNUZ": lambda: _fp8_table(5, 16, fnuz=True, ieee=False),
-    "F8_E8M0": _e8m0_table,
-}
-_lut_cache: dict[str, np.ndarray] = {}
+_LUTS = TABLE_DTYPES  # decoded through a 256-entry table (dtypes.fp8_values)
 
 # dtypes numpy reads directly (complex types as their real components)
 _NATIVE: dict[str, str] = {
@@ -88,10 +54,7 @@ def to_float64(raw: np.ndarray, dtype: str) -> np.ndarray:
         bits = raw.view("<u2").astype(np.uint32) << 16
         return bits.view("<f4").astype(np.float64)
     if dtype in _LUTS:
-        lut = _lut_cache.get(dtype)
-        if lut is None:
-            lut = _lut_cache[dtype] = _LUTS[dtype]()
-        return lut[raw]
+        return fp8_values(dtype)[raw]
     code = _NATIVE.get(dtype)
     if code is None:
         raise ValueError(f"dtype {dtype} has no numeric decoding")
@@ -324,10 +287,8 @@ def torch_views(p: Pointer, src: Source) -> dict[str, View] | None:
     The pickle is read from the skeleton with the safe symbolic reader (never executed); each
     storage is matched to the pointer entry that starts where the zip member ``data/<key>`` starts.
     """
-    try:
-        from ..formats import pickle_reader
-    except ImportError:
-        return None
+    from ..formats import pickle_reader
+
     try:
         zf = zipfile.ZipFile(VirtualFile(p, src))
         names = zf.namelist()

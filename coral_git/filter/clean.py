@@ -19,8 +19,6 @@ from ..formats.registry import detect
 from ..store.chunkstore import ChunkStore, chunk_id
 from ..store.recent import RecentTensors
 
-Log = Callable[[str], None]
-
 
 @dataclass
 class CleanResult:
@@ -30,10 +28,6 @@ class CleanResult:
     new_chunks: int
     total_chunks: int
     note: str | None
-
-
-def _nolog(msg: str) -> None:
-    pass
 
 
 Ranges = list[tuple[int, int]]
@@ -129,7 +123,6 @@ def clean(
     chunk_bytes: int,
     workers: int = 2,
     file_id: str | None = None,
-    log: Log = _nolog,
 ) -> CleanResult:
     """Store ``data`` and return its pointer; a valid pointer is returned unchanged.
 

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..dtypes import FP8_FORMATS, fp8_values
 from ..errors import UsageError
 
 # ---------------------------------------------------------------------------------------------
@@ -27,26 +28,10 @@ from ..errors import UsageError
 _NATIVE = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
 
 
-def _fp8_table(exp: int, man: int, bias: int, kind: str) -> tuple[np.ndarray, np.ndarray, int, int, int]:
-    """Decode table of an 8-bit float, plus what encoding needs.
-
-    ``kind``: ``ieee`` (E5M2: inf and NaNs like IEEE), ``fn`` (only S.1111.111 is NaN, no inf;
-    overflow saturates like torch's cast),
-    ``fnuz`` (0x80 is the only NaN, no inf, no negative zero).
-    """
-    table = np.empty(256, dtype=np.float32)
-    emax = (1 << exp) - 1
-    for code in range(256):
-        s, e, m = code >> 7, (code >> man) & emax, code & ((1 << man) - 1)
-        v = m / (1 << man) * 2.0 ** (1 - bias) if e == 0 else (1 + m / (1 << man)) * 2.0 ** (e - bias)
-        if kind == "ieee" and e == emax:
-            v = math.inf if m == 0 else math.nan
-        elif kind == "fn" and e == emax and m == (1 << man) - 1:
-            v = math.nan
-        elif kind == "fnuz" and code == 0x80:
-            v = math.nan
-            s = 0
-        table[code] = -v if s else v
+def _fp8_table(dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Decode table of an 8-bit float (``dtypes.fp8_values``) in float32, plus what encoding needs."""
+    kind = FP8_FORMATS[dtype][3]
+    table = fp8_values(dtype).astype(np.float32)
     pos = [c for c in range(128) if np.isfinite(table[c])]
     vals = table[pos]
     max_code = pos[-1]
@@ -57,22 +42,17 @@ def _fp8_table(exp: int, man: int, bias: int, kind: str) -> tuple[np.ndarray, np
     nan_code = 0x80 if kind == "fnuz" else 0x7F
     # past the largest finite value: E5M2 → inf; E4M3FN saturates (as torch casts); FNUZ → NaN
     overflow = {"ieee": 0x7C, "fn": max_code, "fnuz": nan_code}[kind]
-    return table, vals, codes, nan_code, overflow  # type: ignore[return-value]
+    return table, vals, codes, nan_code, overflow
 
 
-_FP8 = {
-    "F8_E4M3": (4, 3, 7, "fn"),
-    "F8_E5M2": (5, 2, 15, "ieee"),
-    "F8_E4M3FNUZ": (4, 3, 8, "fnuz"),
-    "F8_E5M2FNUZ": (5, 2, 16, "fnuz"),
-}
+_FP8 = FP8_FORMATS
 _fp8_cache: dict[str, tuple] = {}
 
 
 def _fp8(dtype: str) -> tuple:
     t = _fp8_cache.get(dtype)
     if t is None:
-        t = _fp8_cache[dtype] = _fp8_table(*_FP8[dtype])
+        t = _fp8_cache[dtype] = _fp8_table(dtype)
     return t
 
 
