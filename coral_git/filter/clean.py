@@ -53,6 +53,12 @@ def skeleton_pieces(layout: Layout, chunk_bytes: int) -> Iterator[Ranges]:
         yield parts
 
 
+def store_chunk(store: ChunkStore, raw: np.ndarray, itemsize: int, base: str | None) -> tuple[str, bool]:
+    """Store one chunk (clean's and streaming clean's one step): its id, and whether it was new."""
+    cid = chunk_id(raw)
+    return cid, store.put(raw, itemsize, base, cid=cid)
+
+
 Job = tuple[Ranges, int, "str | None"]
 Span = tuple[TensorSpan, int, int]
 
@@ -166,9 +172,7 @@ def clean(
     def run(job: Job) -> tuple[str, bool]:
         ranges, elem, base = job
         parts = [read(s, e) for s, e in ranges]
-        raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        cid = chunk_id(raw)
-        return cid, store.put(raw, elem, base, cid=cid)
+        return store_chunk(store, parts[0] if len(parts) == 1 else np.concatenate(parts), elem, base)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         file_hash = pool.submit(_hash_file, read, size) if file_id is None else None

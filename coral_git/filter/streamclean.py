@@ -17,11 +17,12 @@ from typing import BinaryIO
 import numpy as np
 
 from ..core import pointer as ptr
+from ..core.chunking import byte_chunks
 from ..errors import FormatError
 from ..formats import safetensors
-from ..store.chunkstore import ChunkStore, chunk_id
+from ..store.chunkstore import ChunkStore
 from ..store.recent import RecentTensors
-from .clean import assemble, tensor_jobs
+from .clean import assemble, store_chunk, tensor_jobs
 
 SKELETON_CAP = 64 << 20
 
@@ -94,11 +95,7 @@ class StreamingClean:
     def _submit(self, job: int, raw: np.ndarray) -> None:
         _, elem, base = self.jobs[job]
 
-        def run() -> tuple[str, bool]:
-            cid = chunk_id(raw)
-            return cid, self.store.put(raw, elem, base, cid=cid)
-
-        fut = self.pool.submit(run)
+        fut = self.pool.submit(store_chunk, self.store, raw, elem, base)
         self.results[job] = fut
         self.window.append(fut)
         while len(self.window) > 2 * self.workers:
@@ -116,19 +113,14 @@ class StreamingClean:
         prev_skel = self.previous.skeleton if self.previous and self.previous.chunk_bytes == self.chunk_bytes else ()
         skel = np.frombuffer(bytes(self.skel), dtype=np.uint8)
         skel_jobs = []
-        for i, s in enumerate(range(0, skel.size, self.chunk_bytes)):
-            piece = skel[s : s + self.chunk_bytes]
+        for i, (s, e) in enumerate(byte_chunks(skel.size, self.chunk_bytes)):  # clean's skeleton cut, on contiguous bytes
             base = prev_skel[i] if i < len(prev_skel) else None
-            skel_jobs.append(self.pool.submit(self._put, piece, base))
+            skel_jobs.append(self.pool.submit(store_chunk, self.store, skel[s:e], 1, base))
         skel_results = [f.result() for f in skel_jobs]
         self.close()
         assert layout.skeleton_size() == skel.size
         spans = [(t, first + len(skel_results), n) for t, first, n in self.spans]
         return assemble(layout, skel_results + tensor_results, len(skel_results), spans, file_id, self.chunk_bytes, self.recent)
-
-    def _put(self, raw: np.ndarray, base: str | None) -> tuple[str, bool]:
-        cid = chunk_id(raw)
-        return cid, self.store.put(raw, 1, base, cid=cid)
 
     def materialize(self, out: BinaryIO) -> None:
         """Write every byte received so far, in order, to ``out`` (from the store and the kept skeleton)."""
