@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.chunking import DEFAULT_CHUNK_BYTES
 from ..errors import NotARepositoryError, UsageError
-from ..store.chunkstore import DEFAULT_MAX_CHAIN, ChunkStore
+from ..store.chunkstore import DEFAULT_ADD_CHAIN, DEFAULT_MAX_CHAIN, ChunkStore
 
 
 def git(*args: str, cwd: Path | str | None = None, check: bool = True, input: bytes | None = None) -> str:
@@ -63,6 +63,7 @@ class Repo:
         store = ChunkStore(
             self.store_root,
             max_chain=self.setting_int("coral.maxChain", DEFAULT_MAX_CHAIN, 0, 255),
+            add_chain=self.setting_int("coral.addChain", DEFAULT_ADD_CHAIN, 0, 255),
             level=self.setting_int("coral.zstdLevel", 1, 1, 22),
         )
         attach(store)  # packed objects (git coral gc / repack) after loose ones
