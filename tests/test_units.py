@@ -117,8 +117,9 @@ def test_store_dedups_and_stores_the_new_version_as_a_delta_without_touching_the
     assert np.array_equal(store.get(chunk_id(a)), a)
     assert np.array_equal(store.get(chunk_id(b)), b)
     c = (v2 * 1.0001).astype(np.float32).view(np.uint8)
-    store.put(c, 4, base=chunk_id(b))  # b is a delta already (add chain 1): c is a keyframe
-    assert store.header(chunk_id(c)).base is None
+    store.put(c, 4, base=chunk_id(b))  # b is a delta already: c fans out from b's keyframe, a
+    assert store.header(chunk_id(c)).base == chunk_id(a) and store.header(chunk_id(c)).run == 1
+    assert np.array_equal(store.get(chunk_id(c)), c)
 
 
 def test_store_chain_is_bounded(tmp_path) -> None:

@@ -2,9 +2,10 @@
 
 A chunk's id is the xxh3-128 of its raw bytes, so ids never depend on how a chunk is encoded.
 Adding never rewrites what is stored: a new chunk is a keyframe, or a delta against the previous
-version of the same chunk when that version is a shallow object already in the store (at most
-``add_chain`` deep), so an object only ever depends on objects stored before it and discarding a
-version leaves nothing behind that others need. Choosing better bases (newest-first, deeper chains)
+version of the same chunk — or, when that version is itself a delta, against the keyframe its chain
+starts from (versions fan out from a keyframe: any of them decodes in two steps) — so an object only
+ever depends on objects stored before it and discarding a version leaves nothing behind that others
+need. A new keyframe starts when the delta no longer pays. Choosing better bases (newest-first, deeper chains)
 is the repacker's job, over the reachable set only, like ``git repack``. Chains are bounded by
 ``max_chain``; every read is verified against the id.
 """
@@ -28,11 +29,29 @@ from .codecs import Codec, RawCodec, codec
 from .objects import HEADER_SIZE, LooseObjects, ObjectHeader, unpack_header
 
 DEFAULT_MAX_CHAIN = 16
-DEFAULT_ADD_CHAIN = 1  # deltas written by an add sit on a keyframe: the latest checks out in two decodes
+DEFAULT_ADD_CHAIN = 1  # deltas written by an add sit on a keyframe: every version checks out in two decodes
 FRESHENED = "freshened"  # "<id> <unix time>" lines: packed objects an add reused
 DELTA_PAYS = 0.9  # an add's delta is kept when it is below this share of the raw chunk
 KEYFRAME_CODEC = 1
 DELTA_CODEC = 2
+
+
+SYNCFS_OVER = 32  # objects per sync above which the whole filesystem is flushed at once
+
+
+def _syncfs(root: Path) -> bool:
+    """``syncfs(2)`` on the filesystem holding ``root`` (Linux); False where it is not available."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(root, os.O_RDONLY)
+    except (OSError, AttributeError):
+        return False
+    try:
+        return getattr(libc, "syncfs", None) is not None and libc.syncfs(fd) == 0
+    finally:
+        os.close(fd)
 
 
 def _freshened_lines(store: ChunkStore, since: float) -> list[tuple[str, str]]:
@@ -88,7 +107,9 @@ class ChunkStore:
         self.add_chain = max(0, min(add_chain, self.max_chain))
         self.level = level
         self.fetcher: Callable[[list[str]], None] | None = None
+        self.fsync = True  # coral.fsync: new objects reach the disk before git records a pointer
         self._codecs = threading.local()
+        self._unsynced: list[str] = []  # objects written since the last sync()
 
     # -- reading -----------------------------------------------------------------------------
     def has(self, cid: str) -> bool:
@@ -154,42 +175,86 @@ class ChunkStore:
     def put(self, raw: np.ndarray, itemsize: int, base: str | None = None, cid: str | None = None) -> bool:
         """Store chunk ``raw`` (uint8 array) unless present; True when it was written.
 
-        ``base`` names the previous version of the same chunk. When it is stored, shallow enough
-        (``run < add_chain``) and the delta pays, the new chunk is written as a delta against it;
+        ``base`` names the previous version of the same chunk. When it (or the keyframe its chain
+        starts from) is stored and the delta pays, the new chunk is written as a delta against it;
         otherwise as a keyframe. One encode per new chunk, and nothing stored is ever rewritten.
         """
         cid = cid or chunk_id(raw)
         if self.has(cid) and self._freshen(cid):
             return False
-        obj = self._delta_on(raw, itemsize, base) if base and base != cid else None
-        if obj is not None:
+        delta = self._delta_on(raw, itemsize, base) if base and base != cid else None
+        if delta is not None:
             # a delta may only land while its base is sure to stay: gc holds the lock from its
             # inventory to its sweep, so under the lock the base is either still there and this
             # object is seen (young, base kept), or gone. A busy lock means a keyframe, never a wait.
             with self.try_lock() as locked:
-                if locked and self.has(base):  # type: ignore[arg-type]
-                    self.loose.write(cid, obj)
+                if locked and self.has(delta[0]):
+                    self._write(cid, delta[1])
                     return True
-        self.loose.write(cid, self.keyframe(raw, itemsize))
+        self._write(cid, self.keyframe(raw, itemsize))
         return True
 
-    def _delta_on(self, raw: np.ndarray, itemsize: int, base: str) -> bytes | None:
-        """``raw`` as a delta object against the stored chunk ``base``, or None when that does not pay."""
+    def _write(self, cid: str, obj: bytes) -> None:
+        self.loose.write(cid, obj)
+        if self.fsync:
+            self._unsynced.append(cid)  # list.append is atomic: clean's worker threads share it
+
+    def sync(self) -> int:
+        """Flush the objects written since the last call to disk (file data, then their
+        directories), like git's ``core.fsyncMethod=batch``: one pass per added file, before
+        its pointer goes to git. Returns how many objects were synced."""
+        done, self._unsynced = self._unsynced, []
+        if len(done) > SYNCFS_OVER and _syncfs(self.root):
+            return len(done)  # one flush of the store's filesystem beats a thousand fsyncs
+        dirs = set()
+        for cid in done:
+            path = self.loose.path(cid)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # packed meanwhile: the pack was synced when written
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            dirs.add(path.parent)
+        for d in dirs:
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return len(done)
+
+    def _delta_on(self, raw: np.ndarray, itemsize: int, base: str) -> tuple[str, bytes] | None:
+        """``(base used, delta object)`` for ``raw`` against the previous version ``base`` — or,
+        when that version is itself too deep, against the version its chain starts from (so
+        versions fan out from a keyframe and any of them decodes in ``add_chain + 1`` steps) —
+        or None when no delta pays."""
         try:
-            data = self.read_object_local(base)
-            if data is None:
+            target: str | None = base
+            for _ in range(self.max_chain + 2):
+                if target is None:
+                    return None
+                data = self.read_object_local(target)
+                if data is None:
+                    return None
+                hdr = unpack_header(target, data)
+                depth = 0 if hdr.base is None else max(1, hdr.run)  # a keyframe's run once counted its dependents
+                if depth < self.add_chain:
+                    break
+                target = hdr.base
+            else:
                 return None
-            hdr = unpack_header(base, data)
-            depth = 0 if hdr.base is None else max(1, hdr.run)  # a keyframe's run once counted its dependents
-            if hdr.raw_len != raw.size or depth >= self.add_chain:
+            if hdr.raw_len != raw.size:
                 return None
-            base_raw = self.get(base)
+            base_raw = self.get(target)
         except StoreError:
             return None  # a damaged base is fsck's business; this chunk is stored as a keyframe
         payload = self._codec(DELTA_CODEC).encode(raw, itemsize, base_raw)
         if len(payload) >= DELTA_PAYS * raw.size:
             return None
-        return ObjectHeader(DELTA_CODEC, itemsize, depth + 1, raw.size, base).pack() + payload
+        return target, ObjectHeader(DELTA_CODEC, itemsize, depth + 1, raw.size, target).pack() + payload
 
     def keyframe(self, raw: np.ndarray, itemsize: int, run: int = 0) -> bytes:
         """The object (header + payload) that stores ``raw`` without a delta base: zstd-shuffled, or raw if smaller."""
