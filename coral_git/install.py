@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .repo import Repo, git
 
-DEFAULT_PATTERNS = ("*.safetensors", "*.pt", "*.pth", "*.bin", "*.ckpt")
+DEFAULT_PATTERNS = ("*.safetensors", "*.pt", "*.pth", "*.bin", "*.ckpt", "*.gguf", "*.onnx", "*.npy", "*.npz")
 ATTRS = "filter=coral diff=coral merge=coral -text"
 HOOK_MARK = "# coral-git hook"
 HOOKS = ("pre-push",)
