@@ -32,9 +32,9 @@ def _readers() -> list[ModuleType]:
 
 def _more_readers() -> list[ModuleType]:
     """Formats v2, tried after the torch zip (an npz is a zip too) and in this order."""
-    from . import gguf, npy, npz
+    from . import gguf, npy, npz, onnx
 
-    return [gguf, npy, npz]
+    return [gguf, npy, npz, onnx]
 
 
 def detect(buf: memoryview, log: Callable[[str], None] | None = None) -> Detected:
