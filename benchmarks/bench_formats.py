@@ -14,7 +14,10 @@ Scenarios (float32 sources built with numpy, seeds fixed):
   gguf-q8/q4   same, quantized Q8_0 / Q4_0 with gguf's quantizer; v2 = nudge, then requantize
   gguf-meta    Q8_0 model, v2 = only general.name edited (longer): shifts every tensor offset
 
-Run: ``PYTHONPATH=$PWD python benchmarks/bench_formats.py [--opaque-from /work/main]``.
+``--codecs`` instead prints the delta codecs (sub+zigzag, XOR, and both with the bytes grouped by
+position in the ggml block) on Q8_0/Q4_0/Q5_0/Q4_1 tensors requantized after the nudge.
+
+Run: ``PYTHONPATH=$PWD python benchmarks/bench_formats.py [--opaque-from /work/main] [--codecs]``.
 """
 
 from __future__ import annotations
@@ -149,7 +152,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--opaque-from", help="a coral-git checkout without the v2 readers (files stored opaque)")
     ap.add_argument("--only", help="comma list of scenarios")
+    ap.add_argument("--codecs", action="store_true", help="only the delta-codec table for requantized GGUF tensors")
     args = ap.parse_args()
+    if args.codecs:
+        codec_table()
+        return
     here = str(Path(__file__).resolve().parents[1])
     names = args.only.split(",") if args.only else SCENARIOS
     print(f"{'scenario':<12} {'file MB':>8} {'git-lfs MB':>10} {'coral MB':>9} {'x lfs':>6}", end="")
@@ -165,6 +172,35 @@ def main() -> None:
                 opq = measure("opaque", fname, v1, v2, root, args.opaque_from)
                 line += f" {opq / 1e6:10.2f} {opq / lfs:6.3f}"
             print(line, flush=True)
+
+
+
+def codec_table() -> None:
+    """Delta codecs on requantized-after-fine-tune GGUF tensors: bytes stored for v2 given v1."""
+    from coral_git.store.codecs import codec
+
+    keyframe, sub, xor = codec(1), codec(2), codec(3)
+    zstd = keyframe.zstd
+    s1, s2 = state(), nudge(state())
+    print(f"\n{'type':<6} {'raw MB':>7} {'keyframe':>9} {'sub-zz':>8} {'xor':>8} {'xor/blk':>8} {'sub/blk':>8}  (MB, proj tensors)")
+    import gguf
+    from gguf.quants import quantize
+
+    for qname in ("Q8_0", "Q4_0", "Q5_0", "Q4_1"):
+        q = gguf.GGMLQuantizationType[qname]
+        blk = gguf.GGML_QUANT_SIZES[q][1]
+        tot = np.zeros(6)
+        for k in s1:
+            if "proj" not in k:
+                continue
+            a = quantize(s1[k], q).reshape(-1).view(np.uint8)
+            b = quantize(s2[k], q).reshape(-1).view(np.uint8)
+            d_xor = (a ^ b).reshape(-1, blk).T.copy().reshape(-1)  # block-transposed: byte j of every block together
+            d_sub = (b.astype(np.int16) - a).astype(np.int8).view(np.uint8)
+            d_sub = ((d_sub.view(np.int8) << 1) ^ (d_sub.view(np.int8) >> 7)).view(np.uint8).reshape(-1, blk).T.copy().reshape(-1)
+            tot += [b.size, len(keyframe.encode(b, 1)), len(sub.encode(b, 1, a)), len(xor.encode(b, 1, a)),
+                    len(bytes(zstd.encode(d_xor))), len(bytes(zstd.encode(d_sub)))]  # fmt: skip
+        print(f"{qname:<6} " + " ".join(f"{x / 1e6:8.2f}" for x in tot))
 
 
 if __name__ == "__main__":
