@@ -3,7 +3,8 @@
 For each scenario the same two versions are committed, one commit each, into three repositories:
 git-lfs, coral-git with the format readers of this checkout, and coral-git with every file read
 as opaque bytes (``--opaque-from DIR``: a checkout without these readers, e.g. the main branch).
-Printed: bytes stored (``du`` of ``.git/lfs`` or ``.git/coral``) and the ratio to git-lfs.
+Printed: bytes stored (``du`` of ``.git/lfs`` or ``.git/coral``) after both commits, the ratio to
+git-lfs, and what the second commit added as a fraction of the file ("v2 new").
 
 Scenarios (float32 sources built with numpy, seeds fixed):
   npy          one 4M-element F32 array, v2 = fine-tune nudge (w += 1e-3·N·|w|)
@@ -14,6 +15,8 @@ Scenarios (float32 sources built with numpy, seeds fixed):
   gguf-q8/q4   same, quantized Q8_0 / Q4_0 with gguf's quantizer; v2 = nudge, then requantize
   gguf-meta    Q8_0 model, v2 = only general.name edited (longer): shifts every tensor offset
 
+``--cdc MB`` instead prints how much of v2 fixed 1 MiB cuts and FastCDC cuts re-store after a 1-byte
+insertion at offset 100 of an MB-MiB file and after the GGUF metadata edit read as opaque bytes.
 ``--codecs`` instead prints the delta codecs (sub+zigzag, XOR, and both with the bytes grouped by
 position in the ggml block) on Q8_0/Q4_0/Q5_0/Q4_1 tensors requantized after the nudge.
 
@@ -125,7 +128,8 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-def measure(setup: str, fname: str, v1: bytes, v2: bytes, root: Path, pythonpath: str) -> int:
+def measure(setup: str, fname: str, v1: bytes, v2: bytes, root: Path, pythonpath: str) -> tuple[int, int]:
+    """Bytes stored after both commits, and what the second commit added."""
     repo = root / setup
     shutil.rmtree(repo, ignore_errors=True)
     repo.mkdir(parents=True)
@@ -141,11 +145,13 @@ def measure(setup: str, fname: str, v1: bytes, v2: bytes, root: Path, pythonpath
         if f"*{Path(fname).suffix}" not in attrs.read_text():  # an old checkout: track the suffix by hand
             attrs.write_text(attrs.read_text() + f"*{Path(fname).suffix} filter=coral diff=coral merge=coral -text\n")
     run(["git", "add", ".gitattributes"], repo, env)
+    sizes = []
     for i, data in enumerate((v1, v2)):
         (repo / fname).write_bytes(data)
         run(["git", "add", fname], repo, env)
         run(["git", "commit", "-qm", f"v{i + 1}"], repo, env)
-    return du(repo / ".git" / ("lfs" if setup == "lfs" else "coral"))
+        sizes.append(du(repo / ".git" / ("lfs" if setup == "lfs" else "coral")))
+    return sizes[1], sizes[1] - sizes[0]
 
 
 def main() -> None:
@@ -153,24 +159,28 @@ def main() -> None:
     ap.add_argument("--opaque-from", help="a coral-git checkout without the v2 readers (files stored opaque)")
     ap.add_argument("--only", help="comma list of scenarios")
     ap.add_argument("--codecs", action="store_true", help="only the delta-codec table for requantized GGUF tensors")
+    ap.add_argument("--cdc", type=int, metavar="MB", help="only the FastCDC vs fixed-cut table on an MB-MiB file")
     args = ap.parse_args()
     if args.codecs:
         codec_table()
         return
+    if args.cdc:
+        cdc_table(args.cdc)
+        return
     here = str(Path(__file__).resolve().parents[1])
     names = args.only.split(",") if args.only else SCENARIOS
-    print(f"{'scenario':<12} {'file MB':>8} {'git-lfs MB':>10} {'coral MB':>9} {'x lfs':>6}", end="")
-    print(f" {'opaque MB':>10} {'x lfs':>6}" if args.opaque_from else "")
+    print(f"{'scenario':<12} {'file MB':>8} {'git-lfs MB':>10} {'coral MB':>9} {'x lfs':>6} {'v2 new':>7}", end="")
+    print(f" {'opaque MB':>10} {'x lfs':>6} {'v2 new':>7}" if args.opaque_from else "")
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         for name in names:
             fname, v1, v2 = versions(name)
-            lfs = measure("lfs", fname, v1, v2, root, here)
-            cor = measure("coral", fname, v1, v2, root, here)
-            line = f"{name:<12} {len(v1) / 1e6:8.1f} {lfs / 1e6:10.1f} {cor / 1e6:9.2f} {cor / lfs:6.3f}"
+            lfs, _ = measure("lfs", fname, v1, v2, root, here)
+            cor, cor2 = measure("coral", fname, v1, v2, root, here)
+            line = f"{name:<12} {len(v1) / 1e6:8.1f} {lfs / 1e6:10.1f} {cor / 1e6:9.2f} {cor / lfs:6.3f} {cor2 / len(v2):7.1%}"
             if args.opaque_from:
-                opq = measure("opaque", fname, v1, v2, root, args.opaque_from)
-                line += f" {opq / 1e6:10.2f} {opq / lfs:6.3f}"
+                opq, opq2 = measure("opaque", fname, v1, v2, root, args.opaque_from)
+                line += f" {opq / 1e6:10.2f} {opq / lfs:6.3f} {opq2 / len(v2):7.1%}"
             print(line, flush=True)
 
 
@@ -201,6 +211,30 @@ def codec_table() -> None:
             tot += [b.size, len(keyframe.encode(b, 1)), len(sub.encode(b, 1, a)), len(xor.encode(b, 1, a)),
                     len(bytes(zstd.encode(d_xor))), len(bytes(zstd.encode(d_sub)))]  # fmt: skip
         print(f"{qname:<6} " + " ".join(f"{x / 1e6:8.2f}" for x in tot))
+
+
+def cdc_table(mb: int) -> None:
+    """Fraction of v2 re-stored (chunks whose bytes v1 lacks): fixed 1 MiB cuts vs FastCDC."""
+    from coral_git.cdc import cdc_params, cdc_ranges
+    from coral_git.chunking import byte_chunks
+
+    rng = np.random.default_rng(0)
+    blob = rng.integers(0, 256, mb << 20, dtype=np.uint8).tobytes()
+    g1, g2 = versions("gguf-meta")[1:]
+    cases = {
+        f"insert 1 byte at 100 of {mb} MiB": (blob, blob[:100] + b"!" + blob[100:]),
+        "GGUF metadata edit, read opaque": (g1, g2),
+    }
+    print(f"\n{'case':<36} {'cuts':<26} {'chunks':>7} {'mean KiB':>9} {'re-stored':>10}")
+    for label, (v1, v2) in cases.items():
+        for cuts, cb in (("fixed 1 MiB", 0), ("fastcdc target 256 KiB", 256 << 10),
+                         ("fastcdc target 1 MiB", 1 << 20), ("fastcdc target 4 MiB", 4 << 20)):  # fmt: skip
+            cut = (lambda b: byte_chunks(len(b), 1 << 20)) if not cb else (lambda b, cb=cb: cdc_ranges(b, cb))
+            old = {v1[a:b] for a, b in cut(v1)}
+            r2 = cut(v2)
+            new = sum(b - a for a, b in r2 if v2[a:b] not in old)
+            name = cuts + (f" {tuple(x >> 10 for x in cdc_params(cb))}" if cb else "")
+            print(f"{label:<36} {name:<26} {len(r2):7d} {len(v2) / len(r2) / 1024:9.0f} {new / len(v2):10.2%}")
 
 
 if __name__ == "__main__":
