@@ -234,3 +234,11 @@ def test_end_to_end_git_fine_tunes(tmp_path: Path) -> None:
         (repo / "m.gguf").unlink()
         git(repo, "checkout", "-q", rev, "--", "m.gguf")
         assert (repo / "m.gguf").read_bytes() == want
+
+
+def test_metadata_item_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    buf = write(tmp_path / "v.gguf", {"w": (np.ones(4, np.float32), None)}, {"tok": ("array", [f"t{i}" for i in range(500)])})
+    assert len(reader.read(memoryview(buf)).tensors) == 1
+    monkeypatch.setattr(reader, "MAX_ITEMS", 100)
+    with pytest.raises(FormatError, match="more than 100"):
+        reader.read(memoryview(buf))

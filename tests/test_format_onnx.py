@@ -139,3 +139,18 @@ def test_end_to_end_git(tmp_path: Path) -> None:
         (repo / "m.onnx").unlink()
         git(repo, "checkout", "-q", rev, "--", "m.onnx")
         assert (repo / "m.onnx").read_bytes() == want
+
+
+def test_field_budget_and_packed_dims_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    buf = mlp({f"w{i}": np.ones(2, np.float32) for i in range(50)})
+    assert len(check(buf).tensors) == 50
+    monkeypatch.setattr(reader, "MAX_FIELDS", 100)
+    with pytest.raises(FormatError, match="protobuf fields"):
+        reader.read(memoryview(buf))
+    monkeypatch.undo()
+    dims = b"\x01" * 100_000  # one packed dims field with 100k varints
+    tensor = b"\x0a" + bytes([0x80 | (len(dims) & 0x7F), 0x80 | ((len(dims) >> 7) & 0x7F), len(dims) >> 14]) + dims
+    graph = b"\x2a" + bytes([0x80 | (len(tensor) & 0x7F), 0x80 | ((len(tensor) >> 7) & 0x7F), len(tensor) >> 14]) + tensor
+    model = b"\x08\x07\x3a" + bytes([0x80 | (len(graph) & 0x7F), 0x80 | ((len(graph) >> 7) & 0x7F), len(graph) >> 14]) + graph
+    with pytest.raises(FormatError, match="dims"):
+        reader.read(memoryview(model))

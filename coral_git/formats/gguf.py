@@ -24,6 +24,7 @@ MAX_STRING = 64 << 20
 MAX_DEPTH = 32
 MAX_DIMS = 8  # ggml's GGML_MAX_DIMS is 4; allow a little more
 DEFAULT_ALIGNMENT = 32
+MAX_ITEMS = 16_000_000  # metadata strings/arrays walked one by one (a 256k-token vocabulary is 256k)
 
 # fixed sizes of the scalar value types; 8 = string, 9 = array
 _SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -43,6 +44,7 @@ class _Reader:
         self.buf = buf
         self.size = len(buf)
         self.pos = 0
+        self.items = MAX_ITEMS
 
     def take(self, n: int) -> int:
         pos = self.pos
@@ -63,6 +65,11 @@ class _Reader:
             raise FormatError(f"GGUF string of {n} bytes at byte {self.pos}")
         at = self.take(n)
         return bytes(self.buf[at : at + n])
+
+    def count(self, n: int) -> None:
+        self.items -= n
+        if self.items < 0:
+            raise FormatError(f"GGUF metadata has more than {MAX_ITEMS} strings and arrays")
 
     def skip_string(self) -> None:
         n = self.u64()
@@ -87,11 +94,13 @@ class _Reader:
         elif etype == _STRING:
             if count * 8 > self.size - self.pos:
                 raise FormatError(f"GGUF string array of {count} items cannot fit in the file")
+            self.count(count)
             for _ in range(count):
                 self.skip_string()
         elif etype == _ARRAY:
             if count * 12 > self.size - self.pos:
                 raise FormatError(f"GGUF nested array of {count} items cannot fit in the file")
+            self.count(count)
             for _ in range(count):
                 self.value(_ARRAY, depth + 1)
         else:

@@ -23,6 +23,7 @@ from .pickle_reader import unique_name
 FORMAT = "onnx"
 MAX_DEPTH = 64
 MAX_DIMS = 64
+MAX_FIELDS = 16_000_000  # fields walked in one file: real models have far fewer, a crafted file stops here
 
 # TensorProto.DataType -> safetensors dtype codes (4-bit and 2-bit types are kept as U8 bytes)
 _DTYPES = {
@@ -46,9 +47,16 @@ def _varint(mv: memoryview, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def fields(mv: memoryview, pos: int, end: int):
-    """Yield ``(field number, wire type, value or payload start, payload end)`` of one message."""
+def fields(mv: memoryview, pos: int, end: int, budget: list[int] | None = None):
+    """Yield ``(field number, wire type, value or payload start, payload end)`` of one message.
+
+    ``budget`` (a one-item list) counts down per field; at zero the walk stops with FormatError.
+    """
     while pos < end:
+        if budget is not None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise FormatError(f"more than {MAX_FIELDS} protobuf fields: not walked further")
         key, pos = _varint(mv, pos, end)
         num, wt = key >> 3, key & 7
         if num == 0:
@@ -82,18 +90,19 @@ class _Walker:
         self.mv = mv
         self.spans: list[TensorSpan] = []
         self.used: dict[str, int] = {}
+        self.budget = [MAX_FIELDS]
 
     def graph(self, start: int, end: int, prefix: str, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise FormatError(f"ONNX graphs nested deeper than {MAX_DEPTH}")
         mv = self.mv
-        for i, (num, wt, a, b) in enumerate(fields(mv, start, end)):
+        for i, (num, wt, a, b) in enumerate(fields(mv, start, end, self.budget)):
             if wt != _LEN:
                 continue
             if num == 5:
                 self.tensor(a, b, f"{prefix}initializer.{i}")
             elif num == 15:  # SparseTensorProto: values = 1, indices = 2
-                for snum, swt, sa, sb in fields(mv, a, b):
+                for snum, swt, sa, sb in fields(mv, a, b, self.budget):
                     if swt == _LEN and snum in (1, 2):
                         self.tensor(sa, sb, f"{prefix}sparse.{i}.{'values' if snum == 1 else 'indices'}")
             elif num == 1:
@@ -101,7 +110,7 @@ class _Walker:
 
     def node(self, start: int, end: int, where: str, depth: int) -> None:
         mv, name, attrs = self.mv, "", []
-        for num, wt, a, b in fields(mv, start, end):
+        for num, wt, a, b in fields(mv, start, end, self.budget):
             if wt == _LEN and num == 3:
                 name = _text(mv, a, b)
             elif wt == _LEN and num == 5:
@@ -109,7 +118,7 @@ class _Walker:
         where = name or where
         for a, b in attrs:
             aname, items = "", []
-            for num, wt, fa, fb in fields(mv, a, b):
+            for num, wt, fa, fb in fields(mv, a, b, self.budget):
                 if wt != _LEN:
                     continue
                 if num == 1:
@@ -128,13 +137,13 @@ class _Walker:
         dims: list[int] = []
         dtype, name = 0, ""
         payloads: list[tuple[int, int, int]] = []
-        for num, wt, a, b in fields(mv, start, end):
+        for num, wt, a, b in fields(mv, start, end, self.budget):
             if num == 1:
                 if wt == _VARINT:
                     dims.append(a)
                 elif wt == _LEN:
                     pos = a
-                    while pos < b:
+                    while pos < b and len(dims) <= MAX_DIMS:
                         d, pos = _varint(mv, pos, b)
                         dims.append(d)
                 if len(dims) > MAX_DIMS:
@@ -167,7 +176,7 @@ def read(buf: memoryview | bytes) -> Layout:
     walker = _Walker(mv)
     graphs = 0
     seen_ir = False
-    for num, wt, a, b in fields(mv, 0, len(mv)):
+    for num, wt, a, b in fields(mv, 0, len(mv), walker.budget):
         if num == 1 and wt == _VARINT:
             seen_ir = True
         elif num == 7 and wt == _LEN:
