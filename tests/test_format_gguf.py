@@ -242,3 +242,25 @@ def test_metadata_item_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(reader, "MAX_ITEMS", 100)
     with pytest.raises(FormatError, match="more than 100"):
         reader.read(memoryview(buf))
+
+
+@pytest.mark.parametrize("qname", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
+def test_dequantize_matches_gguf_py(qname: str) -> None:
+    from gguf.quants import dequantize, quantize
+
+    from coral_git.formats.ggml_dequant import dequantize as ours
+
+    x = np.random.default_rng(1).standard_normal((4, 128)).astype(np.float32) * 5
+    q = Q[qname]
+    raw = quantize(x, q)
+    got = ours(qname, raw.tobytes())
+    assert got is not None and got.dtype == np.float32
+    np.testing.assert_array_equal(got, dequantize(raw, q).reshape(-1))
+    with pytest.raises(ValueError):
+        ours(qname, raw.tobytes()[:-1])
+
+
+def test_dequantize_unsupported_is_none() -> None:
+    from coral_git.formats.ggml_dequant import dequantize as ours
+
+    assert ours("Q4_K", bytes(144)) is None and ours("F32", bytes(4)) is None
