@@ -1,8 +1,9 @@
 """Dequantize the simple ggml block types with numpy, for statistics on GGUF tensors (diff, API).
 
 Only reads bytes; blocks are decoded vectorised, one whole tensor (or any whole number of blocks)
-at a time. Covered: ``Q8_0 Q4_0 Q4_1 Q5_0 Q5_1`` (the legacy 32-element blocks) plus the plain
-float types are not handled here. Anything else returns None: callers then fall back to byte-level summaries.
+at a time. Covered: ``Q8_0 Q4_0 Q4_1 Q5_0 Q5_1`` (the legacy 32-element blocks). Anything else,
+plain float types included (read them as numpy arrays), returns None: callers then fall back to
+byte-level summaries.
 """
 
 from __future__ import annotations
