@@ -7,8 +7,8 @@ two. Boundaries depend on the bytes and ``chunk_bytes`` alone (fixed gear table,
 
 Sizes, measured with ``benchmarks/bench_formats.py --cdc``: min = chunk/4, avg = 3·chunk/4 (FastCDC's
 mean is avg + min, so chunks average about ``chunk_bytes``), max = 4·chunk, each clamped to what
-pyfastcdc accepts. Not yet used by clean: opaque pointers would need a chunking marker (see the
-report of the formats branch); this module is the measured building block.
+pyfastcdc accepts. Clean cuts opaque files with it and writes ``chunking cdc-<min>-<avg>-<max>``
+(docs/format.md).
 """
 
 from __future__ import annotations
