@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ..dtypes import DTYPE_BITS, itemsize
+from ..dtypes import BLOCK_DTYPES, DTYPE_BITS, itemsize
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 
@@ -35,8 +35,19 @@ def tensor_chunks(dtype: str, shape: tuple[int, ...], nbytes: int, target: int =
     elem = itemsize(dtype)
     if nbytes == 0:
         return []
+    if dtype in BLOCK_DTYPES and shape:
+        # block-quantized (ggml): the grid is over whole blocks of the last axis, so no block is split
+        block, elem = BLOCK_DTYPES[dtype]
+        if shape[-1] % block == 0 and math.prod(shape) // block * elem == nbytes:
+            return _grid_chunks((*shape[:-1], shape[-1] // block), elem, target)
+        return byte_chunks(nbytes, target)
     if bits is None or bits % 8 or math.prod(shape) * elem != nbytes or not shape:
         return byte_chunks(nbytes, target)
+    return _grid_chunks(shape, elem, target)
+
+
+def _grid_chunks(shape: tuple[int, ...], elem: int, target: int) -> list[tuple[int, int]]:
+    """The byte ranges of the :func:`chunk_shape` grid of a C-order array (``nbytes > 0``)."""
     cs = chunk_shape(shape, elem, target)
     # the split axis: the first whose chunk extent is not 1 (a chunk of one index of axis j is the
     # same byte range as a chunk of the whole axis j + 1, so either reading gives the same cuts)

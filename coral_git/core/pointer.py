@@ -2,7 +2,7 @@
 
     coral-pointer 2
     file <size> <format> <xxh3-128 of the whole file>
-    chunking <target chunk bytes>
+    chunking <target chunk bytes> | cdc-<min>-<avg>-<max>
     skeleton <nbytes> <chunk ids, comma-separated, or ->
     tensor <name> <dtype> <shape> <offset> <nbytes> <chunk ids or ->
     ...
@@ -64,13 +64,15 @@ class Pointer:
     skeleton: tuple[str, ...]
     tensors: tuple[TensorEntry, ...]
     version: int = VERSION
+    # content-defined skeleton cuts ``(min, avg, max)`` (opaque files only); None: fixed ``chunk_bytes``
+    cdc: tuple[int, int, int] | None = None
 
     def render(self) -> str:
         """The canonical text of this pointer (with its check line from version 2 on)."""
         lines = [
             f"{MAGIC}{self.version}",
             f"file {self.size} {self.format} {self.file_id}",
-            f"chunking {self.chunk_bytes}",
+            f"chunking {_chunking(self)}",
             f"skeleton {self.skeleton_nbytes} {_ids(self.skeleton)}",
         ]
         for t in self.tensors:
@@ -95,6 +97,24 @@ class Pointer:
 
 def _check(body: str) -> str:
     return xxhash.xxh3_128_hexdigest(body.encode("ascii"))
+
+
+def _chunking(p: Pointer) -> str:
+    """``<chunk bytes>`` (fixed cuts), or ``cdc-<min>-<avg>-<max>`` for content-defined skeleton cuts."""
+    return str(p.chunk_bytes) if p.cdc is None else "cdc-" + "-".join(map(str, p.cdc))
+
+
+def _parse_chunking(tok: str) -> tuple[int, tuple[int, int, int] | None]:
+    """``(chunk_bytes, cdc)`` from the chunking token; a CDC pointer's chunk_bytes is its average size."""
+    if not tok.startswith("cdc-"):
+        return _int(tok), None
+    parts = tok[4:].split("-")
+    if len(parts) != 3:
+        raise PointerError(f"malformed chunking {tok[:40]!r}")
+    lo, avg, hi = (_int(x) for x in parts)
+    if not 0 < lo <= avg <= hi:
+        raise PointerError(f"chunking sizes out of order: {tok[:40]!r}")
+    return avg, (lo, avg, hi)
 
 
 def _ids(ids: tuple[str, ...]) -> str:
@@ -163,7 +183,10 @@ def parse(data: bytes) -> Pointer:
     if not _ID.match(f[3]):
         raise PointerError("pointer file id is malformed")
     tensors = tuple(_tensor(line) for line in lines[4:])
-    p = Pointer(_int(f[1]), f[2], f[3], _int(c[1]), _int(s[1]), _split_ids(s[2]), tensors, version)
+    chunk_bytes, cdc = _parse_chunking(c[1])
+    p = Pointer(_int(f[1]), f[2], f[3], chunk_bytes, _int(s[1]), _split_ids(s[2]), tensors, version, cdc)
+    if cdc is not None and tensors:
+        raise PointerError("content-defined chunking is only used for files without tensors")
     pos = 0
     for t in tensors:
         if t.offset < pos:

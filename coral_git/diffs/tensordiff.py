@@ -861,18 +861,51 @@ def _changed(
     return rec
 
 
+def _walk_differing(old_ids: tuple[str, ...], new_ids: tuple[str, ...], old_src: Source, new_src: Source) -> int:
+    """Bytes that differ at the same offset of two chunk sequences of equal total size (any cuts).
+
+    Content-defined chunks have no fixed size, so both sides are walked in order; where both start a
+    chunk at the same offset with the same id the chunk is skipped undecoded.
+    """
+    n = oi = ni = 0
+    empty = np.empty(0, dtype=np.uint8)
+    a, b = empty, empty
+    while True:
+        if a.size == 0 and b.size == 0 and oi < len(old_ids) and ni < len(new_ids) and old_ids[oi] == new_ids[ni]:
+            oi, ni = oi + 1, ni + 1
+            continue
+        if a.size == 0:
+            if oi == len(old_ids):
+                return n
+            a, oi = old_src.get(old_ids[oi], "skeleton"), oi + 1
+            continue
+        if b.size == 0:
+            if ni == len(new_ids):
+                return n
+            b, ni = new_src.get(new_ids[ni], "skeleton"), ni + 1
+            continue
+        k = min(a.size, b.size)
+        n += int(np.count_nonzero(a[:k] != b[:k]))
+        a, b = a[k:], b[k:]
+
+
 def _byte_summary(old: Side, new: Side, stats: bool, pool: ThreadPoolExecutor, window: int) -> ByteSummary:
     po, pn = old.pointer, new.pointer
     new_ids = list(pn.skeleton) + [c for t in pn.tensors for c in t.chunks] if pn else []
     old_set = po.chunk_ids() if po else set()
     ranges_new = byte_chunks(pn.skeleton_nbytes, pn.chunk_bytes) if pn else []
     changed = [i for i, c in enumerate(pn.skeleton) if c not in old_set] if pn else []
+    if pn and pn.cdc is not None:  # content-defined cuts: a chunk's size is known only from its bytes
+        sizes = [new.source.get(pn.skeleton[i]).size if new.source else 0 for i in changed]
+    else:
+        sizes = [ranges_new[i][1] - ranges_new[i][0] for i in changed if i < len(ranges_new)]
     s = ByteSummary(
-        po.size if po else 0, pn.size if pn else 0, len(new_ids),
-        sum(1 for c in new_ids if c not in old_set),
-        sum(ranges_new[i][1] - ranges_new[i][0] for i in changed if i < len(ranges_new)),
-    )  # fmt: skip
-    if stats and po and pn and po.size == pn.size and not po.tensors and not pn.tensors and old.source and new.source:
+        po.size if po else 0, pn.size if pn else 0, len(new_ids), sum(1 for c in new_ids if c not in old_set), sum(sizes)
+    )
+    fixed = po is not None and pn is not None and po.cdc is None and pn.cdc is None
+    if stats and po and pn and not fixed and po.size == pn.size and not po.tensors and not pn.tensors and old.source and new.source:
+        s.differing_bytes = _walk_differing(po.skeleton, pn.skeleton, old.source, new.source)
+    elif stats and fixed and po.size == pn.size and not po.tensors and not pn.tensors and old.source and new.source:
         a = View("(bytes)", "U8", (po.size,), skeleton_entry(po), 0, po.size, po.chunk_bytes)
         b = View("(bytes)", "U8", (pn.size,), skeleton_entry(pn), 0, pn.size, pn.chunk_bytes)
         if entry_ranges(a.entry, po.chunk_bytes) is not None and entry_ranges(b.entry, pn.chunk_bytes) is not None:

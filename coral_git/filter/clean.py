@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import xxhash
 
 from ..core import pointer as ptr
+from ..core.cdc import cdc_params, cdc_ranges
 from ..core.chunking import byte_chunks, tensor_chunks
 from ..core.mapped import MappedFile
 from ..dtypes import itemsize
@@ -57,6 +58,17 @@ def store_chunk(store: ChunkStore, raw: np.ndarray, itemsize: int, base: str | N
     """Store one chunk (clean's and streaming clean's one step): its id, and whether it was new."""
     cid = chunk_id(raw)
     return cid, store.put(raw, itemsize, base, cid=cid)
+
+
+def opaque_cdc(layout: Layout, chunk_bytes: int) -> tuple[int, int, int] | None:
+    """The ``(min, avg, max)`` content-defined cut sizes when ``layout`` is an opaque file, else None.
+
+    Only opaque files (one skeleton gap, no tensors) get them: smudge and byte views of files with
+    tensors place skeleton chunks by the fixed ``chunk_bytes`` grid.
+    """
+    if layout.format != "opaque" or layout.tensors or not layout.size:
+        return None
+    return cdc_params(chunk_bytes)
 
 
 Job = tuple[Ranges, int, "str | None"]
@@ -162,7 +174,12 @@ def clean(
     prev_skeleton = previous.skeleton if previous is not None and previous.chunk_bytes == chunk_bytes else ()
     # one job per chunk: (file ranges, itemsize, base id); skeleton chunks first, then each tensor's
     jobs: list[Job] = []
-    skel_pieces = list(skeleton_pieces(layout, chunk_bytes))
+    cdc = opaque_cdc(layout, chunk_bytes)
+    if cdc is not None:  # opaque: content-defined cuts, so an early insertion moves no later boundary
+        skel_pieces = [[r] for r in cdc_ranges(view, chunk_bytes)]
+        prev_skeleton = previous.skeleton if previous is not None and previous.cdc == cdc else ()
+    else:
+        skel_pieces = list(skeleton_pieces(layout, chunk_bytes))
     for i, piece in enumerate(skel_pieces):
         jobs.append((piece, 1, prev_skeleton[i] if i < len(prev_skeleton) else None))
     tjobs, spans = tensor_jobs(layout, previous, recent, chunk_bytes)
@@ -181,6 +198,8 @@ def clean(
             file_id = file_hash.result()
     assert file_id is not None
     pointer = assemble(layout, results, len(skel_pieces), spans, file_id, chunk_bytes, recent)
+    if cdc is not None:
+        pointer = replace(pointer, chunk_bytes=cdc[1], cdc=cdc)
     new = sum(1 for r in results if r[1])
     store.sync()  # the objects are on disk before git can record the pointer
     return CleanResult(pointer, new, len(jobs), detected.note)

@@ -26,7 +26,8 @@ def chunk_order(p: Pointer) -> list[tuple[str, str]]:
     def skeleton_upto(n_bytes: int) -> None:
         nonlocal skel_next
         # make sure every skeleton chunk overlapping [0, n_bytes) is queued
-        while skel_next < len(p.skeleton) and skel_next * p.chunk_bytes < n_bytes:
+        # (content-defined skeleton cuts have no fixed size: only files without tensors use them)
+        while skel_next < len(p.skeleton) and (skel_next * p.chunk_bytes < n_bytes or p.cdc is not None):
             out.append((p.skeleton[skel_next], "skeleton"))
             skel_next += 1
 

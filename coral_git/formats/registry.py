@@ -26,7 +26,15 @@ def _readers() -> list[ModuleType]:
     except ImportError:  # pragma: no cover - the module ships with the package
         return readers
     readers.append(torchzip)
+    readers.extend(_more_readers())
     return readers
+
+
+def _more_readers() -> list[ModuleType]:
+    """Formats v2, tried after the torch zip (an npz is a zip too) and in this order."""
+    from . import gguf, npy, npz, onnx
+
+    return [gguf, npy, npz, onnx]
 
 
 def detect(buf: memoryview, log: Callable[[str], None] | None = None) -> Detected:

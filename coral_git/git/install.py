@@ -10,7 +10,11 @@ from pathlib import Path
 
 from .repo import Repo, git
 
-DEFAULT_PATTERNS = ("*.safetensors", "*.pt", "*.pth", "*.bin", "*.ckpt")
+DEFAULT_PATTERNS = (
+    "*.safetensors", "*.pt", "*.pth", "*.bin", "*.ckpt", "*.gguf", "*.onnx", "*.npy", "*.npz",
+    # ONNX external data: torch.onnx.export and onnx.save write <model>.onnx.data, optimum <model>.onnx_data
+    "*.onnx.data", "*.onnx_data",
+)  # fmt: skip
 ATTRS = "filter=coral diff=coral merge=coral -text"
 HOOK_MARK = "# coral-git hook"
 HOOKS = ("pre-push",)

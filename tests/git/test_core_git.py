@@ -265,7 +265,7 @@ def test_track_untrack_and_chained_hooks(repo: Path) -> None:
     coral(repo, "track", "*.onnx")
     assert "*.onnx filter=coral" in (repo / ".gitattributes").read_text()
     coral(repo, "untrack", "*.onnx")
-    assert "*.onnx" not in (repo / ".gitattributes").read_text()
+    assert "*.onnx" not in (repo / ".gitattributes").read_text().split()  # *.onnx.data stays tracked
     hooks = repo / ".git" / "hooks"
     (hooks / "pre-push").write_text("#!/bin/sh\necho theirs-ran >> \"$(dirname \"$0\")/ran.log\"\n")
     (hooks / "pre-push").chmod(0o755)
