@@ -24,8 +24,9 @@ from .codecs import Codec, RawCodec, codec
 from .objects import HEADER_SIZE, LooseObjects, ObjectHeader, unpack_header
 
 DEFAULT_MAX_CHAIN = 16
-KEYFRAME_CODEC = 1
-DELTA_CODEC = 2
+# codecs for new objects (codecs 1 and 2, format v1's first ones, stay readable)
+KEYFRAME_CODEC = 4  # rot-planes
+DELTA_CODEC = 5  # sub-zz-ctx-planes
 
 
 def chunk_id(raw: bytes | memoryview | np.ndarray) -> str:
