@@ -103,7 +103,7 @@ def bench_run(name: str, states: list[dict[str, np.ndarray]], repeat: int) -> di
     res: dict[str, dict[str, float]] = {}
     for label, (kc, dc) in PAIRS.items():
         k, d = codec(kc), codec(dc)
-        r = {"delta": 0.0, "key": 0.0, "enc_s": 0.0, "dec_s": 0.0}
+        r = {"delta": 0.0, "key": 0.0, "enc_s": 0.0, "dec_s": 0.0, "kenc_s": 0.0, "kdec_s": 0.0}
         for older, newer in itertools.pairwise(cs):
             for (_, a, e), (_, b, _) in zip(older, newer, strict=True):
                 te, p = timed(lambda a=a, b=b, e=e, d=d: d.encode(a, e, b), repeat)
@@ -119,10 +119,12 @@ def bench_run(name: str, states: list[dict[str, np.ndarray]], repeat: int) -> di
             if out.tobytes() != b.tobytes():
                 raise SystemExit(f"{label} keyframe codec is not lossless on {name}")
             r["key"] += min(len(p), b.size) + 32
-            r["enc_s"] += te
-            r["dec_s"] += td
-        r["enc"] = (raw_delta + raw_key) / r["enc_s"] / 1e6
-        r["dec"] = (raw_delta + raw_key) / r["dec_s"] / 1e6
+            r["kenc_s"] += te
+            r["kdec_s"] += td
+        r["enc"] = raw_delta / r["enc_s"] / 1e6
+        r["dec"] = raw_delta / r["dec_s"] / 1e6
+        r["kenc"] = raw_key / r["kenc_s"] / 1e6
+        r["kdec"] = raw_key / r["kdec_s"] / 1e6
         res[label] = r
     plain = limit = 0.0
     for older, newer in itertools.pairwise(cs):
@@ -142,26 +144,23 @@ def bench_run(name: str, states: list[dict[str, np.ndarray]], repeat: int) -> di
 
 def report(name: str, res: dict[str, dict[str, float]]) -> None:
     raw = res["raw"]
+    print(f"\n## {name}: deltas {raw['delta'] / 1e6:.1f} MB raw, keyframe {raw['key'] / 1e6:.1f} MB raw")
     print(
-        f"\n## {name}: deltas {raw['delta'] / 1e6:.1f} MB raw, keyframe {raw['key'] / 1e6:.1f} MB raw"
-    )
-    print(
-        f"{'codec':<8} {'delta MB':>9} {'Δ ratio':>8} {'key MB':>8} {'key ratio':>9} {'total MB':>9} {'enc MB/s':>9} {'dec MB/s':>9}"
+        f"{'codec':<8} {'delta MB':>9} {'Δ ratio':>8} {'key MB':>8} {'key ratio':>9} {'total MB':>9} {'Δ enc MB/s':>10} {'Δ dec MB/s':>10} {'key enc':>8} {'key dec':>8}"
     )
     for label in (*PAIRS, "H0", "limit"):
         r = res[label]
         tot = r["delta"] + r["key"]
-        enc = f"{r['enc']:9.0f}" if "enc" in r else f"{'':>9}"
-        dec = f"{r['dec']:9.0f}" if "dec" in r else f"{'':>9}"
+        speeds = f"{r['enc']:10.0f} {r['dec']:10.0f} {r['kenc']:8.0f} {r['kdec']:8.0f}" if "enc" in r else ""
         key = f"{r['key'] / 1e6:8.2f} {raw['key'] / r['key']:8.3f}x" if r["key"] == r["key"] else f"{'-':>8} {'-':>9}"
         totf = f"{tot / 1e6:9.2f}" if tot == tot else f"{'-':>9}"
-        print(f"{label:<8} {r['delta'] / 1e6:9.3f} {raw['delta'] / r['delta']:7.3f}x {key} {totf} {enc} {dec}")
+        print(f"{label:<8} {r['delta'] / 1e6:9.3f} {raw['delta'] / r['delta']:7.3f}x {key} {totf} {speeds}")
     t, v = res["today"], res["v2"]
     print(
         f"v2 vs today: deltas {100 * (1 - v['delta'] / t['delta']):+.1f}% smaller, keyframe "
         f"{100 * (1 - v['key'] / t['key']):+.1f}%, total {100 * (1 - (v['delta'] + v['key']) / (t['delta'] + t['key'])):+.1f}%; "
         f"v2 deltas are {v['delta'] / res['limit']['delta']:.3f}x the limit estimate (today {t['delta'] / res['limit']['delta']:.3f}x); "
-        f"decode speed v2/today {v['dec'] / t['dec']:.2f}"
+        f"decode speed v2/today: deltas {v['dec'] / t['dec']:.2f}, keyframes {v['kdec'] / t['kdec']:.2f}"
     )
 
 
@@ -180,7 +179,9 @@ def main() -> None:
         else:
             runs.append(("minilm", codec_runs.minilm_run))
     print("codec benchmark: today = bg-zstd keyframes + sub-zz-bg-zstd deltas; v2 = rot-planes + sub-zz-ctx-planes")
-    print("sizes include the 32-byte object header; speeds are raw MB per second of codec time on one core")
+    print(
+        "sizes include the 32-byte object header; speeds are raw MB per second of codec time on one core (Δ = deltas, key = keyframes)"
+    )
     for name, make in runs:
         states = codec_runs.cached(args.workdir, name, make)
         report(name, bench_run(name, states, args.repeat))

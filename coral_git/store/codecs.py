@@ -189,17 +189,17 @@ class SubZigzagPlanesCodec(Codec):
         nz = z != 0
         out: list[bytes] = []
         pc.put_stream(out, np.packbits(nz), self.zstd)
-        idx = np.flatnonzero(nz)
-        m = idx.size
+        order = pc.context_order(nz, base, e)
+        m = order.size
         if m == 0:
             return b"".join(out)
-        o1 = np.argsort(pc.exponent_context(base.view(pc.UINT[e])[idx], e), kind="stable")
-        zs = z[idx[o1]]
+        zs = z[order]
         if e > 1:
             cls = pc.byte_length_class(zs, e)
             pc.put_stream(out, pc.pack_classes(cls, e), self.zstd)
-            zs = zs[np.argsort(cls, kind="stable")]
-            cum = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=e))])
+            by_class, counts = pc.class_order(cls, e)
+            zs = zs[by_class]
+            cum = np.concatenate([[0], np.cumsum(counts)])
         else:
             cum = np.array([0, m])
         planes = group_bytes(zs.view(np.uint8), e).reshape(e, m)
@@ -216,16 +216,13 @@ class SubZigzagPlanesCodec(Codec):
         rd = pc.StreamReader(payload, self.zstd)
         nz = np.unpackbits(rd.take((n + 7) // 8), count=n).view(bool)
         z = np.zeros(n, dtype=pc.UINT[e])
-        idx = np.flatnonzero(nz)
-        m = idx.size
+        order = pc.context_order(nz, base, e)
+        m = order.size
         if m:
-            order = idx[np.argsort(pc.exponent_context(base.view(pc.UINT[e])[idx], e), kind="stable")]
             if e > 1:
                 cls = pc.unpack_classes(rd.take((m * pc.CLASS_BITS[e] + 7) // 8), m, e)
-                counts = np.bincount(cls, minlength=e)
-                if counts.size > e:
-                    raise ValueError("byte-length class out of range")
-                order = order[np.argsort(cls, kind="stable")]
+                by_class, counts = pc.class_order(cls, e)
+                order = order[by_class]
                 cum = np.concatenate([[0], np.cumsum(counts)])
             else:
                 cum = np.array([0, m])
