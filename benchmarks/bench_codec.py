@@ -7,6 +7,9 @@ Runs (made once, cached under ``--workdir``; see ``codec_runs.py``):
   weights), fine-tuned a few AdamW steps; pre-trained state then every second step;
 - ``*-bf16``: the same states cast to bf16.
 
+Codecs: ``today`` = bg-zstd keyframes + sub-zz-bg-zstd deltas (codecs 1, 2), ``v2`` = what the chunk store
+writes now (``KEYFRAME_CODEC``, ``DELTA_CODEC``), ``rot-k`` = the per-plane rot-planes keyframe codec (4).
+
 Chunks are cut as the store cuts them (1 MiB). As in the store, the newest version is a keyframe and
 each older version is a delta against the next newer one. Per run and codec it prints stored bytes
 (deltas, keyframe, total), ratio raw/stored, encode and decode MB/s on one core (raw bytes over
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import sys
 import time
@@ -36,9 +40,11 @@ import codec_runs
 
 from coral_git.chunking import byte_chunks
 from coral_git.store import planecoding as pc
+from coral_git.store.chunkstore import DELTA_CODEC, KEYFRAME_CODEC
 from coral_git.store.codecs import codec, group_bytes
 
-PAIRS = {"today": (1, 2), "v2": (4, 5)}  # name: (keyframe codec, delta codec)
+# name: (keyframe codec, delta codec or None); v2 is what the store writes now, rot-k the per-plane keyframe
+PAIRS: dict[str, tuple[int, int | None]] = {"today": (1, 2), "v2": (KEYFRAME_CODEC, DELTA_CODEC), "rot-k": (4, None)}
 
 
 def h0(planes: np.ndarray) -> float:
@@ -101,11 +107,16 @@ def bench_run(name: str, states: list[dict[str, np.ndarray]], repeat: int) -> di
     raw_delta = sum(c[1].size for s in cs[:-1] for c in s)
     raw_key = sum(c[1].size for c in cs[-1])
     res: dict[str, dict[str, float]] = {}
-    for label, (kc, dc) in PAIRS.items():
-        k, d = codec(kc), codec(dc)
-        r = {"delta": 0.0, "key": 0.0, "enc_s": 0.0, "dec_s": 0.0, "kenc_s": 0.0, "kdec_s": 0.0}
-        for older, newer in itertools.pairwise(cs):
-            for (_, a, e), (_, b, _) in zip(older, newer, strict=True):
+    cod = {label: (codec(kc), codec(dc) if dc is not None else None) for label, (kc, dc) in PAIRS.items()}
+    for label in PAIRS:
+        res[label] = {"delta": 0.0, "key": 0.0, "enc_s": 0.0, "dec_s": 0.0, "kenc_s": 0.0, "kdec_s": 0.0}
+    # the codecs take turns chunk by chunk, so a busy machine slows them alike
+    for older, newer in itertools.pairwise(cs):
+        for (_, a, e), (_, b, _) in zip(older, newer, strict=True):
+            for label, (_, d) in cod.items():
+                if d is None:
+                    continue
+                r = res[label]
                 te, p = timed(lambda a=a, b=b, e=e, d=d: d.encode(a, e, b), repeat)
                 td, out = timed(lambda p=p, a=a, b=b, e=e, d=d: d.decode(p, e, a.size, b), repeat)
                 if out.tobytes() != a.tobytes():
@@ -113,7 +124,9 @@ def bench_run(name: str, states: list[dict[str, np.ndarray]], repeat: int) -> di
                 r["delta"] += len(p) + 32
                 r["enc_s"] += te
                 r["dec_s"] += td
-        for _, b, e in cs[-1]:
+    for _, b, e in cs[-1]:
+        for label, (k, _) in cod.items():
+            r = res[label]
             te, p = timed(lambda b=b, e=e, k=k: k.encode(b, e), repeat)
             td, out = timed(lambda p=p, b=b, e=e, k=k: k.decode(p, e, b.size), repeat)
             if out.tobytes() != b.tobytes():
@@ -121,11 +134,11 @@ def bench_run(name: str, states: list[dict[str, np.ndarray]], repeat: int) -> di
             r["key"] += min(len(p), b.size) + 32
             r["kenc_s"] += te
             r["kdec_s"] += td
-        r["enc"] = raw_delta / r["enc_s"] / 1e6
-        r["dec"] = raw_delta / r["dec_s"] / 1e6
+    for r in res.values():
+        r["enc"] = raw_delta / r["enc_s"] / 1e6 if r["enc_s"] else float("nan")
+        r["dec"] = raw_delta / r["dec_s"] / 1e6 if r["dec_s"] else float("nan")
         r["kenc"] = raw_key / r["kenc_s"] / 1e6
         r["kdec"] = raw_key / r["kdec_s"] / 1e6
-        res[label] = r
     plain = limit = 0.0
     for older, newer in itertools.pairwise(cs):
         for (_, a, e), (_, b, _) in zip(older, newer, strict=True):
@@ -154,13 +167,22 @@ def report(name: str, res: dict[str, dict[str, float]]) -> None:
         speeds = f"{r['enc']:10.0f} {r['dec']:10.0f} {r['kenc']:8.0f} {r['kdec']:8.0f}" if "enc" in r else ""
         key = f"{r['key'] / 1e6:8.2f} {raw['key'] / r['key']:8.3f}x" if r["key"] == r["key"] else f"{'-':>8} {'-':>9}"
         totf = f"{tot / 1e6:9.2f}" if tot == tot else f"{'-':>9}"
+        if label in PAIRS and PAIRS[label][1] is None:  # keyframe codec only
+            speeds = f"{'-':>10} {'-':>10} {r['kenc']:8.0f} {r['kdec']:8.0f}"
+            print(f"{label:<8} {'-':>9} {'-':>8} {key} {'-':>9} {speeds}")
+            continue
         print(f"{label:<8} {r['delta'] / 1e6:9.3f} {raw['delta'] / r['delta']:7.3f}x {key} {totf} {speeds}")
     t, v = res["today"], res["v2"]
     print(
         f"v2 vs today: deltas {100 * (1 - v['delta'] / t['delta']):+.1f}% smaller, keyframe "
         f"{100 * (1 - v['key'] / t['key']):+.1f}%, total {100 * (1 - (v['delta'] + v['key']) / (t['delta'] + t['key'])):+.1f}%; "
         f"v2 deltas are {v['delta'] / res['limit']['delta']:.3f}x the limit estimate (today {t['delta'] / res['limit']['delta']:.3f}x); "
-        f"decode speed v2/today: deltas {v['dec'] / t['dec']:.2f}, keyframes {v['kdec'] / t['kdec']:.2f}"
+        f"speed v2/today: delta encode {v['enc'] / t['enc']:.2f}, delta decode {v['dec'] / t['dec']:.2f}"
+    )
+    k = res["rot-k"]
+    print(
+        f"rot-planes keyframes vs bg-zstd: {100 * (1 - k['key'] / t['key']):+.1f}% smaller, "
+        f"encode {k['kenc'] / t['kenc']:.2f}x, decode {k['kdec'] / t['kdec']:.2f}x the speed"
     )
 
 
@@ -178,14 +200,19 @@ def main() -> None:
             )
         else:
             runs.append(("minilm", codec_runs.minilm_run))
-    print("codec benchmark: today = bg-zstd keyframes + sub-zz-bg-zstd deltas; v2 = rot-planes + sub-zz-ctx-planes")
+    print(
+        "codec benchmark: today = bg-zstd keyframes + sub-zz-bg-zstd deltas; v2 = what the store writes now "
+        f"(keyframe codec {KEYFRAME_CODEC}, delta codec {DELTA_CODEC}); rot-k = rot-planes keyframes"
+    )
     print(
         "sizes include the 32-byte object header; speeds are raw MB per second of codec time on one core (Δ = deltas, key = keyframes)"
     )
+    load0 = os.getloadavg()[0]
     for name, make in runs:
         states = codec_runs.cached(args.workdir, name, make)
         report(name, bench_run(name, states, args.repeat))
         report(name + "-bf16", bench_run(name + "-bf16", [codec_runs.bf16(s) for s in states], args.repeat))
+    print(f"\n1-minute load average: {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end (2-core machine)")
 
 
 if __name__ == "__main__":

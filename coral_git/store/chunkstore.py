@@ -24,9 +24,11 @@ from .codecs import Codec, RawCodec, codec
 from .objects import HEADER_SIZE, LooseObjects, ObjectHeader, unpack_header
 
 DEFAULT_MAX_CHAIN = 16
-# codecs for new objects (codecs 1 and 2, format v1's first ones, stay readable)
-KEYFRAME_CODEC = 4  # rot-planes
-DELTA_CODEC = 5  # sub-zz-ctx-planes
+# codecs for new objects; every registered codec stays readable. Keyframes stay bg-zstd: rot-planes (4)
+# is only 0.1-1.4% smaller and decodes slower (benchmarks/bench_codec.py), and the newest version is
+# the one checked out most.
+KEYFRAME_CODEC = 1  # bg-zstd
+DELTA_CODEC = 5  # sub-zz-ctx-planes (was 2, sub-zz-bg-zstd): 8-36% smaller deltas, slower to code
 
 
 def chunk_id(raw: bytes | memoryview | np.ndarray) -> str:
