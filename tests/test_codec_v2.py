@@ -173,3 +173,31 @@ def test_store_reports_a_damaged_new_delta_as_corrupt(tmp_path: Path) -> None:
     path.write_bytes(data[:-7])
     with pytest.raises(CorruptObjectError):
         s.get(ida)
+
+
+@given(junk=st.binary(max_size=400), elem=st.sampled_from([1, 2, 4, 8]), n=st.integers(0, 200))
+@settings(max_examples=300, deadline=None)
+def test_junk_payloads_fail_cleanly(junk: bytes, elem: int, n: int) -> None:
+    """Arbitrary bytes either decode to the declared length or raise what the store turns into a
+    one-line corrupt-object error (ValueError, RuntimeError, TypeError), never anything else."""
+    base = np.arange(n * elem, dtype=np.uint8)
+    for c, b in ((SubZigzagPlanesCodec(), base), (RotPlanesCodec(), None)):
+        try:
+            out = c.decode(junk, elem, base.size, b)
+        except (ValueError, RuntimeError, TypeError):
+            continue
+        assert out.size == base.size
+
+
+@given(pos=st.integers(0, 10**6), val=st.integers(0, 255), kind=st.sampled_from(["float", "sparse", "nan"]))
+@settings(max_examples=300, deadline=None)
+def test_damaged_valid_payloads_fail_cleanly(pos: int, val: int, kind: str) -> None:
+    raw, base = make_pair(kind, 4, 700, 0, pos)
+    c = SubZigzagPlanesCodec()
+    p = bytearray(c.encode(raw, 4, base))
+    p[pos % len(p)] = val
+    try:
+        out = c.decode(bytes(p), 4, raw.size, base)
+    except (ValueError, RuntimeError, TypeError):
+        return
+    assert out.size == raw.size  # wrong bytes are caught by the store's id check
