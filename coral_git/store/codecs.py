@@ -12,6 +12,8 @@ from typing import ClassVar
 import numpy as np
 from numcodecs import Zstd
 
+from . import planecoding as pc
+
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _INT = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
@@ -137,6 +139,101 @@ class XorCodec(Codec):
     def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
         assert base is not None and base.size == raw_len
         return ungroup_bytes(self._unzstd(payload, raw_len), _elem(raw_len, itemsize)) ^ base
+
+
+class RotPlanesCodec(Codec):
+    """Keyframe: sign bit rotated to the bottom (so the top plane is the exponent), byte grouping,
+    each plane stored raw or as its own zstd frame, whichever is smaller."""
+
+    code = 4
+    name = "rot-planes"
+
+    def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
+        e = _elem(raw.size, itemsize)
+        u = pc.UINT[e]
+        v = raw.view(u)
+        r = (v << np.array(1, u)) | (v >> np.array(8 * e - 1, u))
+        planes = group_bytes(r.view(np.uint8), e).reshape(e, -1)
+        out: list[bytes] = []
+        for k in range(e):
+            pc.put_stream(out, planes[k], self.zstd)
+        return b"".join(out)
+
+    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+        e = _elem(raw_len, itemsize)
+        u = pc.UINT[e]
+        planes = np.empty((e, raw_len // e), dtype=np.uint8)
+        rd = pc.StreamReader(payload, self.zstd)
+        for k in range(e):
+            rd.take(planes.shape[1], out=planes[k])
+        rd.done()
+        r = ungroup_bytes(planes.reshape(-1), e).view(u)
+        v = r >> np.array(1, u)
+        v |= r << np.array(8 * e - 1, u)
+        return v.view(np.uint8)
+
+
+class SubZigzagPlanesCodec(Codec):
+    """Delta: zigzagged wrapping integer difference, split into a mask of changed elements and, for the
+    changed ones sorted by the base's exponent byte and by byte length, per-plane streams of leading
+    (entropy-coded) and trailing (raw) bytes. See docs/format.md."""
+
+    code = 5
+    name = "sub-zz-ctx-planes"
+    delta = True
+
+    def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
+        assert base is not None and base.size == raw.size
+        e = _elem(raw.size, itemsize)
+        z = pc.zigzag(raw, base, e)
+        nz = z != 0
+        out: list[bytes] = []
+        pc.put_stream(out, np.packbits(nz), self.zstd)
+        order = pc.context_order(nz, base, e)
+        m = order.size
+        if m == 0:
+            return b"".join(out)
+        zs = z[order]
+        if e > 1:
+            cls = pc.byte_length_class(zs, e)
+            pc.put_stream(out, pc.pack_classes(cls, e), self.zstd)
+            by_class, counts = pc.class_order(cls, e)
+            zs = zs[by_class]
+            cum = np.concatenate([[0], np.cumsum(counts)])
+        else:
+            cum = np.array([0, m])
+        planes = group_bytes(zs.view(np.uint8), e).reshape(e, m)
+        for k in range(e):
+            for lo, hi in ((cum[k], cum[k + 1]), (cum[k + 1], m)):
+                if hi > lo:
+                    pc.put_stream(out, planes[k, lo:hi], self.zstd)
+        return b"".join(out)
+
+    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+        assert base is not None and base.size == raw_len
+        e = _elem(raw_len, itemsize)
+        n = raw_len // e
+        rd = pc.StreamReader(payload, self.zstd)
+        nz = np.unpackbits(rd.take((n + 7) // 8), count=n).view(bool)
+        z = np.zeros(n, dtype=pc.UINT[e])
+        order = pc.context_order(nz, base, e)
+        m = order.size
+        if m:
+            if e > 1:
+                cls = pc.unpack_classes(rd.take((m * pc.CLASS_BITS[e] + 7) // 8), m, e)
+                by_class, counts = pc.class_order(cls, e)
+                order = order[by_class]
+                cum = np.concatenate([[0], np.cumsum(counts)])
+            else:
+                cum = np.array([0, m])
+            planes = np.zeros((e, m), dtype=np.uint8)
+            for k in range(e):
+                for lo, hi in ((cum[k], cum[k + 1]), (cum[k + 1], m)):
+                    if hi > lo:
+                        rd.take(int(hi - lo), out=planes[k, lo:hi])
+            z[order] = ungroup_bytes(planes.reshape(-1), e).view(pc.UINT[e])
+        rd.done()
+        return pc.unzigzag_add(z, base, e)
 
 
 def codec(code: int, level: int = 1) -> Codec:
