@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import codec_runs
 
-from coral_git.chunking import byte_chunks
+from coral_git.core.chunking import byte_chunks
 from coral_git.store import planecoding as pc
 from coral_git.store.chunkstore import DELTA_CODEC, KEYFRAME_CODEC
 from coral_git.store.codecs import codec, group_bytes

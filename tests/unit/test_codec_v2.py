@@ -127,8 +127,8 @@ def test_store_writes_new_codecs(tmp_path: Path) -> None:
     ida, idb = chunk_id(a.view(np.uint8)), chunk_id(b.view(np.uint8))
     s.put(a.view(np.uint8), 4)
     s.put(b.view(np.uint8), 4, base=ida)
-    assert s.header(idb).codec == KEYFRAME_CODEC == GroupZstdCodec.code
-    assert s.header(ida).codec == DELTA_CODEC == SubZigzagPlanesCodec.code
+    assert s.header(ida).codec == KEYFRAME_CODEC == GroupZstdCodec.code
+    assert s.header(idb).codec == DELTA_CODEC and s.header(idb).base == ida
     assert s.get(ida).tobytes() == a.tobytes() and s.get(idb).tobytes() == b.tobytes()
 
 
@@ -150,10 +150,10 @@ def test_objects_of_the_old_codecs_still_decode(tmp_path: Path) -> None:
     assert s.get(id1).tobytes() == v1.tobytes() and s.get(id2).tobytes() == v2.tobytes()
     for code in (1, 2):
         assert codec(code).decode  # still registered
-    # a new version arrives: v2 becomes a new-codec delta against v3, v1 stays an old-codec delta on v2
+    # a new version arrives: stored as a delta on the old keyframe v2; nothing stored is rewritten
     s.put(v3, 4, base=id2)
-    assert s.header(id3).codec == KEYFRAME_CODEC
-    assert s.header(id2).codec == DELTA_CODEC and s.header(id2).base == id3
+    assert s.header(id3).codec == DELTA_CODEC and s.header(id3).base == id2
+    assert s.header(id2).codec == 1 and s.header(id2).base is None
     assert s.header(id1).codec == 2 and s.header(id1).base == id2
     assert [s.get(i).tobytes() for i in (id1, id2, id3)] == [v1.tobytes(), v2.tobytes(), v3.tobytes()]
 
