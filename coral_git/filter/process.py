@@ -185,26 +185,33 @@ class Filter:
         """The pointer text for the file received in ``spool`` (streamed in, or cleaned now)."""
         streamed = spool.streamed()
         if streamed is not None:
-            return self._keep_v1(streamed.encode(), path)
+            return self._keep_staged(streamed.encode(), path)
         data = spool.view()
         head = bytes(data.view()[:64]) if isinstance(data, MappedFile) else data[:64]
         if ptr.is_textconv(head):  # git blame of the work-tree file: not a model, give it back as it is
             return data if isinstance(data, bytes) else bytes(data.view())
-        return self._keep_v1(self.clean(data, path, spool.file_id), path)
+        return self._keep_staged(self.clean(data, path, spool.file_id), path)
 
-    def _keep_v1(self, text: bytes, path: str) -> bytes:
-        """The staged version-1 pointer when it names exactly these bytes, else ``text``.
+    def _keep_staged(self, text: bytes, path: str) -> bytes:
+        """The staged pointer when it names exactly these bytes in an older form, else ``text``.
 
-        A repository committed before pointer version 2 keeps its pointers: re-cleaning an unchanged
-        file (``git status`` after a touch) must not show it as modified. The result is still a
-        function of the file's bytes: the same pointer, rendered without its check line.
+        Older forms: version 1 (no check line), and fixed cuts of an opaque file (before
+        content-defined chunking). A repository committed with them keeps its pointers: re-cleaning
+        an unchanged file (``git status`` after a touch) must not show it as modified. The staged
+        pointer is only kept when it describes the same bytes: the same whole-file id and size.
         """
         prev = self.previous(path)
-        if prev is None or prev.version != 1:
+        older = prev is not None and (prev.version == 1 or (prev.format == "opaque" and prev.cdc is None))
+        if not older:
             return text
-        old = prev.encode()
         p = ptr.parse(text)
-        return old if replace(p, version=1).encode() == old else text
+        if (prev.size, prev.file_id, prev.format) != (p.size, p.file_id, p.format):
+            return text
+        if prev.version == 1 and replace(p, version=1) == prev:
+            return prev.encode()
+        if p.format == "opaque" and prev.cdc is None and p.cdc is not None:
+            return prev.encode()
+        return text
 
     def smudge(self, data: bytes | MappedFile, path: str, write: Callable[[memoryview], None]) -> None:
         view = data.view() if isinstance(data, MappedFile) else data

@@ -97,6 +97,7 @@ class Repo:
             level=self.setting_int("coral.zstdLevel", 1, 1, 22),
         )
         store.fsync = self.setting_bool("coral.fsync", True)
+        store.delta_codec = delta_codec_code(self.config.get("coral.deltacodec"))
         attach(store)  # packed objects (git coral gc / repack) after loose ones
         return store
 
@@ -128,3 +129,17 @@ def find_repo(cwd: Path | str | None = None) -> Repo:
             k, _, v = item.partition("\n")
             config[k.lower()] = v
     return Repo(Path(lines[0]), Path(lines[1]), worktree, config)
+
+
+def delta_codec_code(name: str | None) -> int:
+    """The registry code of ``coral.deltaCodec`` (a delta codec's name), or the default."""
+    from ..store.chunkstore import DELTA_CODEC
+    from ..store.codecs import Codec
+
+    if not name:
+        return DELTA_CODEC
+    for code, c in Codec.registry.items():
+        if c.name == name and c.delta:
+            return code
+    names = ", ".join(c.name for c in Codec.registry.values() if c.delta)
+    raise UsageError(f"coral.deltaCodec = {name!r} is not a delta codec; use one of: {names}")

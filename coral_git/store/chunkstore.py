@@ -111,6 +111,7 @@ class ChunkStore:
         self.add_chain = max(0, min(add_chain, self.max_chain))
         self.level = level
         self.fetcher: Callable[[list[str]], None] | None = None
+        self.delta_codec = DELTA_CODEC  # coral.deltaCodec: which registered delta codec new deltas use
         self.fsync = True  # coral.fsync: new objects reach the disk before git records a pointer
         self._codecs = threading.local()
         self._unsynced: list[str] = []  # objects written since the last sync()
@@ -255,10 +256,10 @@ class ChunkStore:
             base_raw = self.get(target)
         except StoreError:
             return None  # a damaged base is fsck's business; this chunk is stored as a keyframe
-        payload = self._codec(DELTA_CODEC).encode(raw, itemsize, base_raw)
+        payload = self._codec(self.delta_codec).encode(raw, itemsize, base_raw)
         if len(payload) >= DELTA_PAYS * raw.size:
             return None
-        return target, ObjectHeader(DELTA_CODEC, itemsize, depth + 1, raw.size, target).pack() + payload
+        return target, ObjectHeader(self.delta_codec, itemsize, depth + 1, raw.size, target).pack() + payload
 
     def keyframe(self, raw: np.ndarray, itemsize: int, run: int = 0) -> bytes:
         """The object (header + payload) that stores ``raw`` without a delta base: zstd-shuffled, or raw if smaller."""

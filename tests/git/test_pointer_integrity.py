@@ -214,3 +214,28 @@ def test_stats_figures_add_up_and_say_when_chunks_are_missing(two_versions) -> N
     assert gone["missing_bytes"] == s["unique_chunk_bytes"] and gone["dedup_saved"] == s["dedup_saved"]
     text = coral(repo, "stats").stdout.decode()
     assert "ratio:                 unknown" in text and "missing chunks" in text
+
+
+def test_opaque_files_committed_with_fixed_cuts_keep_their_pointers(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before content-defined chunking opaque files were cut every chunk size; re-cleaning such a file
+    unchanged keeps its staged pointer, so an upgrade does not show every opaque file as modified."""
+    from coral_git.filter import clean as cleaning
+    from coral_git.git.repo import find_repo
+
+    data = bytes(range(256)) * 9000 + b"tail"
+    (repo / "blob.bin").write_bytes(data)
+    r = find_repo(repo)
+    monkeypatch.setattr(cleaning, "opaque_cdc", lambda layout, chunk_bytes: None)  # the old cutter
+    fixed = cleaning.clean(data, r.store, chunk_bytes=r.chunk_bytes).pointer
+    monkeypatch.undo()
+    assert fixed.cdc is None and fixed.format == "opaque"
+    oid = git(repo, "hash-object", "-w", "--stdin", "--no-filters", input=fixed.encode()).strip()
+    git(repo, "update-index", "--add", "--cacheinfo", f"100644,{oid},blob.bin")
+    git(repo, "commit", "-qm", "opaque, fixed cuts")
+    (repo / "blob.bin").touch()
+    git(repo, "add", "blob.bin")
+    assert ptr.parse(git(repo, "show", ":blob.bin").encode()) == fixed
+    assert git(repo, "status", "--porcelain") == ""
+    (repo / "blob.bin").write_bytes(data + b"!")  # new content gets content-defined cuts
+    git(repo, "add", "blob.bin")
+    assert ptr.parse(git(repo, "show", ":blob.bin").encode()).cdc is not None
