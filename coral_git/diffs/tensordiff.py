@@ -125,6 +125,9 @@ class _HashOnly:
     def has(self, cid: str) -> bool:
         return cid in self.index
 
+    def sync(self) -> int:
+        return 0  # nothing written, nothing to flush
+
 
 def hash_pointer(data: memoryview | bytes, chunk_bytes: int, *, workers: int = 2) -> tuple[Pointer, BufferSource]:
     """The pointer ``clean`` would give ``data``, computed by hashing only (nothing is stored).

@@ -182,4 +182,5 @@ def clean(
     assert file_id is not None
     pointer = assemble(layout, results, len(skel_pieces), spans, file_id, chunk_bytes, recent)
     new = sum(1 for r in results if r[1])
+    store.sync()  # the objects are on disk before git can record the pointer
     return CleanResult(pointer, new, len(jobs), detected.note)

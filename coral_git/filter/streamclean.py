@@ -120,6 +120,7 @@ class StreamingClean:
         self.close()
         assert layout.skeleton_size() == skel.size
         spans = [(t, first + len(skel_results), n) for t, first, n in self.spans]
+        self.store.sync()  # the objects are on disk before git can record the pointer
         return assemble(layout, skel_results + tensor_results, len(skel_results), spans, file_id, self.chunk_bytes, self.recent)
 
     def materialize(self, out: BinaryIO) -> None:

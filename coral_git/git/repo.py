@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..core.chunking import DEFAULT_CHUNK_BYTES
 from ..errors import NotARepositoryError, UsageError
-from ..store.chunkstore import DEFAULT_MAX_CHAIN, ChunkStore
+from ..store.chunkstore import DEFAULT_ADD_CHAIN, DEFAULT_MAX_CHAIN, ChunkStore
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # coral.workers when unset
 
@@ -53,6 +53,18 @@ class Repo:
     def store_root(self) -> Path:
         return self.common_dir / "coral"
 
+    def setting_bool(self, key: str, default: bool) -> bool:
+        """A boolean coral setting (git config or CORAL_* env) in git's spellings."""
+        raw = os.environ.get("CORAL_" + key.split(".", 1)[1].upper()) or self.config.get(key.lower())
+        if raw is None:
+            return default
+        value = raw.strip().lower()
+        if value in ("true", "yes", "on", "1", ""):
+            return True
+        if value in ("false", "no", "off", "0"):
+            return False
+        raise UsageError(f"{key} = {raw!r} is not a boolean; fix it with 'git config {key} true|false'")
+
     def setting_int(self, key: str, default: int, lo: int = 0, hi: int = 1 << 40) -> int:
         """An integer coral setting (git config or CORAL_* env), checked against its range."""
         raw = os.environ.get("CORAL_" + key.split(".", 1)[1].upper()) or self.config.get(key.lower())
@@ -81,8 +93,10 @@ class Repo:
         store = ChunkStore(
             self.store_root,
             max_chain=self.setting_int("coral.maxChain", DEFAULT_MAX_CHAIN, 0, 255),
+            add_chain=self.setting_int("coral.addChain", DEFAULT_ADD_CHAIN, 0, 255),
             level=self.setting_int("coral.zstdLevel", 1, 1, 22),
         )
+        store.fsync = self.setting_bool("coral.fsync", True)
         attach(store)  # packed objects (git coral gc / repack) after loose ones
         return store
 

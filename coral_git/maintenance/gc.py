@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from ..errors import CorruptObjectError, StoreError, UsageError
 from ..git import reachability
 from ..git.repo import Repo, git_value
 from ..store import packs
+from ..store.chunkstore import forget_freshened, freshened
 from ..store.objects import HEADER_SIZE, unpack_header
 
 DEFAULT_EXPIRE = "2.weeks.ago"
@@ -79,6 +80,7 @@ class GcResult:
     bytes_after: int = 0
     repack: packs.RepackResult | None = None
     tmp_removed: int = 0
+    rebased: int = 0  # reachable objects re-encoded because their delta base was discarded
     broken_pointers: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -86,38 +88,58 @@ class GcResult:
         return sum(n for _, n in self.removed)
 
 
-def mark(store, reach: reachability.Reachable, inv: dict[str, packs.Stored], expire: float) -> tuple[set[str], int, set[str]]:
-    """Objects to keep: reachable or younger than ``expire``, plus every delta base of those.
+def mark(
+    store, reach: reachability.Reachable, inv: dict[str, packs.Stored], expire: float, *, rebase: bool = True
+) -> tuple[set[str], int, set[str], set[str]]:
+    """Objects to keep, how many are kept only for being young, reachable chunks missing, and the
+    reachable objects to re-encode.
 
-    Bases are followed through every stored copy of an object, so whichever copy a read returns
-    finds its base. Raises StoreError when a kept object's header cannot be read (its base is
+    Kept: what reachable pointers name, and objects younger than ``expire`` (an add not committed
+    yet) with their whole base chains. A reachable object whose base is not otherwise kept (the
+    version it was delta-encoded against was discarded: amended, reset away, a deleted branch) is
+    returned in the last set, to be re-encoded as a keyframe so that its base can go — unless
+    ``rebase`` is False, when the base is kept instead. Bases are followed through every stored
+    copy of an object. Raises StoreError when a kept object's header cannot be read (its base is
     unknown, so nothing may be deleted until fsck has set it aside).
     """
     live = reach.chunk_ids()
-    keep = {c for c, s in inv.items() if c in live or s.mtime >= expire}
-    young = sum(1 for c in keep if c not in live)
-    stack = list(keep)
+    fresh = freshened(store, expire)
+    young = {c for c, s in inv.items() if c not in live and (s.mtime >= expire or c in fresh)}
+    keep = {c for c in inv if c in live} | young
     unreadable: list[str] = []
-    while stack:
-        cid = stack.pop()
+
+    def bases(cid: str) -> Iterator[str]:
         s = inv.get(cid)
-        if s is None:
-            continue
-        for data in _header_copies(store, s):
+        for data in _header_copies(store, s) if s is not None else ():
             try:
                 base = unpack_header(cid, data).base
             except CorruptObjectError:
                 unreadable.append(cid)
                 continue
-            if base is not None and base not in keep:
-                keep.add(base)
-                stack.append(base)
+            if base is not None:
+                yield base
+
+    def close_over(stack: list[str]) -> None:
+        while stack:
+            for base in bases(stack.pop()):
+                if base not in keep:
+                    keep.add(base)
+                    stack.append(base)
+
+    close_over(list(young))
+    rebased: set[str] = set()
+    for cid in sorted(keep - young):
+        if any(b not in keep for b in bases(cid)):
+            rebased.add(cid)
+    if not rebase:
+        close_over(list(rebased))
+        rebased = set()
     if unreadable:
         raise StoreError(
             f"{len(unreadable)} object(s) gc must keep have unreadable headers (e.g. {unreadable[0]}); "
             "run 'git coral fsck' to set them aside, then gc again"
         )
-    return keep, young, live - inv.keys()
+    return keep, len(young), live - inv.keys(), rebased
 
 
 def _header_copies(store, s: packs.Stored) -> list[bytes]:
@@ -159,7 +181,8 @@ def gc(
         res.files_before, res.bytes_before = packs.store_files(store, src)
         if progress:
             progress("marking", 0, len(inv))
-        keep, res.young, res.missing = mark(store, reach, inv, expire)
+        keep, res.young, res.missing, rebase = mark(store, reach, inv, expire, rebase=pack)
+        res.rebased = len(rebase)
         res.reachable = len(reach.chunk_ids())
         res.kept = len(keep & inv.keys())
         garbage = {c for c in inv if c not in keep}
@@ -172,8 +195,9 @@ def gc(
             return res
         on_item = (lambda k, n: progress("packing", k, n)) if progress else None
         res.repack = packs.repack(
-            store, drop=garbage, loose=pack, max_chain=store.max_chain if pack else None, on_item=on_item
+            store, drop=garbage, loose=pack, max_chain=store.max_chain if pack else None, rekey=rebase, on_item=on_item
         )
+        forget_freshened(store, expire)
         res.objects_after = len(inv) - len(garbage)
         res.files_after, res.bytes_after = packs.store_files(store, src)
     res.tmp_removed = clean_temp(repo.store_root)

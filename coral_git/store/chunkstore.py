@@ -1,9 +1,13 @@
-"""The chunk store: content-addressed chunks, deduplicated, delta-encoded newest-first.
+"""The chunk store: content-addressed chunks, deduplicated, delta-encoded.
 
 A chunk's id is the xxh3-128 of its raw bytes, so ids never depend on how a chunk is encoded.
-Encoding follows git's packs: the newest version of a chunk is a keyframe (fast to check out),
-and when it arrives the previous version is re-encoded as a delta against it if that is smaller.
-Delta chains are bounded by ``max_chain``; every read is verified against the id.
+Adding never rewrites what is stored: a new chunk is a keyframe, or a delta against the previous
+version of the same chunk — or, when that version is itself a delta, against the keyframe its chain
+starts from (versions fan out from a keyframe: any of them decodes in two steps) — so an object only
+ever depends on objects stored before it and discarding a version leaves nothing behind that others
+need. A new keyframe starts when the delta no longer pays. Choosing better bases (newest-first, deeper chains)
+is the repacker's job, over the reachable set only, like ``git repack``. Chains are bounded by
+``max_chain``; every read is verified against the id.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,8 +29,59 @@ from .codecs import Codec, RawCodec, codec
 from .objects import HEADER_SIZE, LooseObjects, ObjectHeader, unpack_header
 
 DEFAULT_MAX_CHAIN = 16
+DEFAULT_ADD_CHAIN = 1  # deltas written by an add sit on a keyframe: every version checks out in two decodes
+FRESHENED = "freshened"  # "<id> <unix time>" lines: packed objects an add reused
+DELTA_PAYS = 0.9  # an add's delta is kept when it is below this share of the raw chunk
 KEYFRAME_CODEC = 1
 DELTA_CODEC = 2
+
+
+SYNCFS_OVER = 32  # objects per sync above which the whole filesystem is flushed at once
+
+
+def _syncfs(root: Path) -> bool:
+    """``syncfs(2)`` on the filesystem holding ``root`` (Linux); False where it is not available."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(root, os.O_RDONLY)
+    except (OSError, AttributeError):
+        return False
+    try:
+        return getattr(libc, "syncfs", None) is not None and libc.syncfs(fd) == 0
+    finally:
+        os.close(fd)
+
+
+def _freshened_lines(store: ChunkStore, since: float) -> list[tuple[str, str]]:
+    out = []
+    try:
+        with open(store.root / FRESHENED) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1].isdigit() and int(parts[1]) >= since:
+                    out.append((parts[0], parts[1]))
+    except OSError:
+        pass
+    return out
+
+
+def freshened(store: ChunkStore, since: float) -> set[str]:
+    """Ids of packed objects an add reused at or after ``since`` (gc counts them as young)."""
+    return {c for c, _ in _freshened_lines(store, since)}
+
+
+def forget_freshened(store: ChunkStore, before: float) -> None:
+    """Drop the lines older than ``before`` (the caller holds the store lock; adds only append)."""
+    keep = _freshened_lines(store, before)
+    path = store.root / FRESHENED
+    if not keep:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".tmp-{os.getpid()}-freshened")
+    tmp.write_text("".join(f"{c} {t}\n" for c, t in keep))
+    os.replace(tmp, path)
 
 
 def chunk_id(raw: bytes | memoryview | np.ndarray) -> str:
@@ -43,14 +99,17 @@ class ObjectSource(Protocol):
 class ChunkStore:
     """Objects under ``root`` (``$GIT_COMMON_DIR/coral``)."""
 
-    def __init__(self, root: Path, *, max_chain: int = DEFAULT_MAX_CHAIN, level: int = 1) -> None:
+    def __init__(self, root: Path, *, max_chain: int = DEFAULT_MAX_CHAIN, level: int = 1, add_chain: int = DEFAULT_ADD_CHAIN) -> None:
         self.root = Path(root)
         self.loose = LooseObjects(self.root / "objects")
         self.sources: list[ObjectSource] = [self.loose]
         self.max_chain = max(0, max_chain)
+        self.add_chain = max(0, min(add_chain, self.max_chain))
         self.level = level
         self.fetcher: Callable[[list[str]], None] | None = None
+        self.fsync = True  # coral.fsync: new objects reach the disk before git records a pointer
         self._codecs = threading.local()
+        self._unsynced: list[str] = []  # objects written since the last sync()
 
     # -- reading -----------------------------------------------------------------------------
     def has(self, cid: str) -> bool:
@@ -116,18 +175,86 @@ class ChunkStore:
     def put(self, raw: np.ndarray, itemsize: int, base: str | None = None, cid: str | None = None) -> bool:
         """Store chunk ``raw`` (uint8 array) unless present; True when it was written.
 
-        ``base`` names the previous version of the same chunk; when given and present, that
-        version is re-encoded as a delta against this one if it gets smaller that way.
+        ``base`` names the previous version of the same chunk. When it (or the keyframe its chain
+        starts from) is stored and the delta pays, the new chunk is written as a delta against it;
+        otherwise as a keyframe. One encode per new chunk, and nothing stored is ever rewritten.
         """
         cid = cid or chunk_id(raw)
         if self.has(cid) and self._freshen(cid):
             return False
-        rewrite = self._plan_rewrite(raw, itemsize, base) if base and base != cid else None
-        run = rewrite[1].run + 1 if rewrite else 0
-        self.loose.write(cid, self.keyframe(raw, itemsize, run))
-        if rewrite:
-            self._rewrite_base(base, rewrite[1], rewrite[0], cid)  # type: ignore[arg-type]
+        delta = self._delta_on(raw, itemsize, base) if base and base != cid else None
+        if delta is not None:
+            # a delta may only land while its base is sure to stay: gc holds the lock from its
+            # inventory to its sweep, so under the lock the base is either still there and this
+            # object is seen (young, base kept), or gone. A busy lock means a keyframe, never a wait.
+            with self.try_lock() as locked:
+                if locked and self.has(delta[0]):
+                    self._write(cid, delta[1])
+                    return True
+        self._write(cid, self.keyframe(raw, itemsize))
         return True
+
+    def _write(self, cid: str, obj: bytes) -> None:
+        self.loose.write(cid, obj)
+        if self.fsync:
+            self._unsynced.append(cid)  # list.append is atomic: clean's worker threads share it
+
+    def sync(self) -> int:
+        """Flush the objects written since the last call to disk (file data, then their
+        directories), like git's ``core.fsyncMethod=batch``: one pass per added file, before
+        its pointer goes to git. Returns how many objects were synced."""
+        done, self._unsynced = self._unsynced, []
+        if len(done) > SYNCFS_OVER and _syncfs(self.root):
+            return len(done)  # one flush of the store's filesystem beats a thousand fsyncs
+        dirs = set()
+        for cid in done:
+            path = self.loose.path(cid)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # packed meanwhile: the pack was synced when written
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            dirs.add(path.parent)
+        for d in dirs:
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return len(done)
+
+    def _delta_on(self, raw: np.ndarray, itemsize: int, base: str) -> tuple[str, bytes] | None:
+        """``(base used, delta object)`` for ``raw`` against the previous version ``base`` — or,
+        when that version is itself too deep, against the version its chain starts from (so
+        versions fan out from a keyframe and any of them decodes in ``add_chain + 1`` steps) —
+        or None when no delta pays."""
+        try:
+            target: str | None = base
+            for _ in range(self.max_chain + 2):
+                if target is None:
+                    return None
+                data = self.read_object_local(target)
+                if data is None:
+                    return None
+                hdr = unpack_header(target, data)
+                depth = 0 if hdr.base is None else max(1, hdr.run)  # a keyframe's run once counted its dependents
+                if depth < self.add_chain:
+                    break
+                target = hdr.base
+            else:
+                return None
+            if hdr.raw_len != raw.size:
+                return None
+            base_raw = self.get(target)
+        except StoreError:
+            return None  # a damaged base is fsck's business; this chunk is stored as a keyframe
+        payload = self._codec(DELTA_CODEC).encode(raw, itemsize, base_raw)
+        if len(payload) >= DELTA_PAYS * raw.size:
+            return None
+        return target, ObjectHeader(DELTA_CODEC, itemsize, depth + 1, raw.size, target).pack() + payload
 
     def keyframe(self, raw: np.ndarray, itemsize: int, run: int = 0) -> bytes:
         """The object (header + payload) that stores ``raw`` without a delta base: zstd-shuffled, or raw if smaller."""
@@ -139,43 +266,23 @@ class ChunkStore:
 
     def _freshen(self, cid: str) -> bool:
         """Mark a present object as just stored, so gc's grace period covers the add that needs it
-        (git's "freshen"). False when its loose file vanished meanwhile (gc took it): store it again."""
+        (git's "freshen"). A loose object gets a new mtime; a packed one a line in ``freshened``
+        (a pack cannot be touched per object). False when the object vanished meanwhile (gc took
+        it): store it again."""
         try:
             os.utime(self.loose.path(cid))
             return True
         except FileNotFoundError:
-            return any(s.has(cid) for s in self.sources if s is not self.loose)
+            if not any(s.has(cid) for s in self.sources if s is not self.loose):
+                return False
         except OSError:
             return True  # not ours to touch (read-only or shared store): it is there
-
-    def _plan_rewrite(self, raw: np.ndarray, itemsize: int, base: str) -> tuple[bytes, ObjectHeader] | None:
-        """Encode ``base`` as a delta against ``raw``; return it when it beats the stored form."""
         try:
-            data = self.read_object_local(base)
-            if data is None:
-                return None
-            hdr = unpack_header(base, data)
-            if hdr.raw_len != raw.size or hdr.run + 1 > self.max_chain:
-                return None
-            base_raw = self.get(base)
-        except StoreError:
-            return None  # a damaged base is fsck's business; this chunk is stored as a keyframe
-        payload = self._codec(DELTA_CODEC).encode(base_raw, itemsize, raw)
-        if len(payload) >= len(data) - HEADER_SIZE:
-            return None
-        return payload, hdr
-
-    def _rewrite_base(self, base: str, old: ObjectHeader, payload: bytes, new: str) -> None:
-        """Replace ``base`` by a delta against keyframe ``new``, unless either changed meanwhile."""
-        with self.lock():
-            cur = self.read_object_local(base)
-            new_data = self.read_object_local(new)
-            if cur is None or new_data is None:
-                return
-            if unpack_header(base, cur) != old or unpack_header(new, new_data).base is not None:
-                return
-            hdr = ObjectHeader(DELTA_CODEC, old.itemsize, old.run, old.raw_len, new)
-            self.loose.write(base, hdr.pack() + payload)
+            with open(self.root / FRESHENED, "a") as f:
+                f.write(f"{cid} {int(time.time())}\n")
+        except OSError:
+            pass  # a read-only store: nothing to protect against there
+        return True
 
     def read_object_local(self, cid: str) -> bytes | None:
         """The stored bytes of ``cid`` from this machine's sources only (no remote fetch)."""
@@ -184,6 +291,24 @@ class ChunkStore:
             if data is not None:
                 return data
         return None
+
+    @contextmanager
+    def try_lock(self) -> Iterator[bool]:
+        """The store lock if it is free right now (True), else nothing (False); never waits."""
+        try:
+            fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     @contextmanager
     def lock(self) -> Iterator[None]:

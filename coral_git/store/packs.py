@@ -371,6 +371,7 @@ def repack(
     loose: bool = True,
     full: bool = False,
     max_chain: int | None = None,
+    rekey: set[str] | frozenset[str] = frozenset(),
     pack_bytes: int = DEFAULT_PACK_BYTES,
     max_packs: int = 8,
     on_item: Callable[[int, int], None] | None = None,
@@ -380,14 +381,15 @@ def repack(
     The caller holds ``store.lock()``. Loose objects in ``drop`` are deleted; objects in ``drop``
     are left out of rewritten packs. With ``full`` (or more than ``max_packs`` packs) every pack is
     rewritten into new ones. With ``max_chain``, objects written whose delta chain is longer are
-    re-encoded as keyframes. Each id is written once, from the copy reads return, so a repack
-    never changes which version of an object is served except by making it a keyframe.
+    re-encoded as keyframes, and so are the objects in ``rekey`` (their base is about to go: the
+    packs that hold them are rewritten too). Each id is written once, from the copy reads return, so
+    a repack never changes which version of an object is served except by making it a keyframe.
     """
     src = attach(store)
     src.rescan(force=True)
     inv = inventory(store, src)
     res = RepackResult()
-    rewrite = [p for p in src.packs if full or any(p.find(c) is not None for c in drop)]
+    rewrite = [p for p in src.packs if full or any(p.find(c) is not None for c in (*drop, *rekey))]
     if len(src.packs) - len(rewrite) + 1 > max_packs:
         rewrite = list(src.packs)
     rewriting = {p.path for p in rewrite}
@@ -407,8 +409,8 @@ def repack(
         pack, entry = s.packed[0]
         if pack.path in rewriting:
             items.append(PackItem(cid, int(s.mtime), _pack_reader(pack, entry)))
-    if max_chain is not None:
-        items, res.rekeyed = _rekey(store, items, max_chain)
+    if max_chain is not None or rekey:
+        items, res.rekeyed = _rekey(store, items, max_chain if max_chain is not None else 1 << 30, set(rekey))
     batches: list[list[PackItem]] = [[]]
     size = 0
     for it in items:
@@ -486,8 +488,8 @@ def _unlink_if_same(path: str, st: os.stat_result) -> bool:
     return True
 
 
-def _rekey(store, items: list[PackItem], max_chain: int) -> tuple[list[PackItem], int]:
-    """Re-encode as keyframes the written objects whose delta chain would exceed ``max_chain``."""
+def _rekey(store, items: list[PackItem], max_chain: int, force: set[str] = frozenset()) -> tuple[list[PackItem], int]:  # type: ignore[assignment]
+    """Re-encode as keyframes the written objects in ``force`` and those whose delta chain would exceed ``max_chain``."""
     from .objects import ObjectHeader, unpack_header
 
     bases: dict[str, str | None] = {}
@@ -516,10 +518,10 @@ def _rekey(store, items: list[PackItem], max_chain: int) -> tuple[list[PackItem]
 
     writing = {it.cid for it in items}
     order = sorted(writing, key=depth)
-    rekey: set[str] = set()
+    rekey: set[str] = force & writing
     new_depth: dict[str, int] = {}
     for cid in order:
-        b = base_of(cid)
+        b = None if cid in rekey else base_of(cid)
         d = 0 if b is None else new_depth.get(b, depth(b)) + 1
         if d > max_chain:
             rekey.add(cid)
@@ -538,7 +540,7 @@ def _rekey(store, items: list[PackItem], max_chain: int) -> tuple[list[PackItem]
             payload, code = codec(KEYFRAME_CODEC, store.level).encode(raw, old.itemsize), KEYFRAME_CODEC
             if len(payload) >= raw.size:
                 payload, code = raw.tobytes(), RawCodec.code
-            return ObjectHeader(code, old.itemsize, old.run, old.raw_len, None).pack() + payload
+            return ObjectHeader(code, old.itemsize, 0, old.raw_len, None).pack() + payload
 
         return read
 

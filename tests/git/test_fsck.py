@@ -44,13 +44,13 @@ def head_pointer(repo: Path, rev: str = "HEAD") -> ptr.Pointer:
 
 
 def keyframe_with_dependent(repo: Path) -> tuple[str, str]:
-    """A chunk of v2 (a keyframe) that v1's version of the same chunk is a delta against."""
+    """A chunk of v1 (a keyframe) that v2's version of the same chunk is a delta against."""
     store = find_repo(repo).store
-    for c in head_pointer(repo, "HEAD~1").chunk_ids():
+    for c in head_pointer(repo, "HEAD").chunk_ids():
         base = store.header(c).base
         if base is not None:
             return base, c
-    raise AssertionError("expected v1 to be stored as deltas against v2")
+    raise AssertionError("expected v2 to be stored as deltas against v1")
 
 
 def kinds(res) -> dict[str, set[str]]:
@@ -104,7 +104,7 @@ def test_deleted_object_is_reported_with_files_and_revisions(two_versions: Path)
     p = head_pointer(repo)
     victim = p.tensors[0].chunks[0]
     store = find_repo(repo).store
-    if store.header(victim).base is None and any(store.header(c).base == victim for c in head_pointer(repo, "HEAD~1").chunk_ids()):
+    if store.header(victim).base is None and any(store.header(c).base == victim for c in head_pointer(repo, "HEAD").chunk_ids()):
         victim = p.skeleton[0]
     store.loose.path(victim).unlink()
     res = fsck(find_repo(repo))

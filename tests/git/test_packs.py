@@ -44,7 +44,7 @@ def test_ids_with_zero_bytes(tmp_path: Path) -> None:
 
 def filled_store(root: Path, n: int = 6) -> tuple[ChunkStore, dict[str, bytes]]:
     """A store holding ``n`` versions of a chunk (keyframe + delta chain) and some unrelated ones."""
-    store = ChunkStore(root, max_chain=16)
+    store = ChunkStore(root, max_chain=16, add_chain=16)  # deep chains on purpose: what repack must bound
     rng = np.random.default_rng(0)
     raws: dict[str, bytes] = {}
     cur = (rng.standard_normal(4096) * 0.02).astype(np.float32)

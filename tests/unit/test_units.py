@@ -100,7 +100,7 @@ def test_pointer_parse_rejects_anything_not_canonical(mutate) -> None:
         ptr.parse(mutate(_pointer().encode()))
 
 
-def test_store_dedups_and_rewrites_the_old_version_as_a_delta(tmp_path) -> None:
+def test_store_dedups_and_stores_the_new_version_as_a_delta_without_touching_the_old(tmp_path) -> None:
     store = ChunkStore(tmp_path / "coral")
     rng = np.random.default_rng(1)
     v1 = (rng.standard_normal(1 << 18) * 0.02).astype(np.float32)
@@ -108,13 +108,18 @@ def test_store_dedups_and_rewrites_the_old_version_as_a_delta(tmp_path) -> None:
     a, b = v1.view(np.uint8), v2.view(np.uint8)
     assert store.put(a, 4) is True
     assert store.put(a, 4) is False  # exact dedup
-    size_a = store.loose.path(chunk_id(a)).stat().st_size
+    before = store.loose.path(chunk_id(a)).read_bytes()
     assert store.put(b, 4, base=chunk_id(a)) is True
     ha, hb = store.header(chunk_id(a)), store.header(chunk_id(b))
-    assert ha.base == chunk_id(b) and hb.base is None and hb.run == 1
-    assert store.loose.path(chunk_id(a)).stat().st_size < size_a
+    assert ha.base is None and hb.base == chunk_id(a) and hb.run == 1
+    assert store.loose.path(chunk_id(a)).read_bytes() == before  # what was stored is never rewritten
+    assert store.loose.path(chunk_id(b)).stat().st_size < 0.75 * len(before)
     assert np.array_equal(store.get(chunk_id(a)), a)
     assert np.array_equal(store.get(chunk_id(b)), b)
+    c = (v2 * 1.0001).astype(np.float32).view(np.uint8)
+    store.put(c, 4, base=chunk_id(b))  # b is a delta already: c fans out from b's keyframe, a
+    assert store.header(chunk_id(c)).base == chunk_id(a) and store.header(chunk_id(c)).run == 1
+    assert np.array_equal(store.get(chunk_id(c)), c)
 
 
 def test_store_chain_is_bounded(tmp_path) -> None:
