@@ -54,3 +54,17 @@ class CorruptObjectError(StoreError):
         super().__init__(
             f"chunk {chunk_id} is corrupt: {detail}{where}; run 'git coral fsck' to find and isolate damaged objects"
         )
+
+
+class CheckpointError(CoralError):
+    """A checkpoint could not be written, found or restored."""
+
+
+class RemoteError(StoreError):
+    """A remote store cannot be reached, refuses us, or lacks something we need."""
+
+    exit_code = 3
+
+
+class MergeError(CoralError):
+    """A merge cannot be computed or written (not a conflict: something is broken)."""

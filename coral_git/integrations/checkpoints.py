@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import pointer as ptr
-from ..errors import CoralError, UsageError
+from ..errors import CheckpointError, UsageError
 from ..filter.clean import clean
 from ..filter.smudge import smudge
 from ..git import install
@@ -38,9 +38,6 @@ def _COMMIT():  # pygit2 is imported lazily
 
     return pygit2.Commit
 
-
-class CheckpointError(CoralError):
-    """A checkpoint could not be written, found or restored."""
 
 
 Metric = int | float
@@ -513,3 +510,12 @@ class BranchWriter:
             parent = [oid]
         update_refs(self.repo, [(self.ref, str(parent[0]), tip)], f"coral checkpoint: keep last {keep}")
         return mapping
+
+
+def missing_adapter(name: str, message: str) -> type:
+    """A stand-in for an adapter whose framework is not installed: constructing it says what to install."""
+
+    def __init__(self: object, *args: object, **kwargs: object) -> None:
+        raise CheckpointError(message)
+
+    return type(name, (), {"__init__": __init__, "__doc__": f"Placeholder: {message}"})

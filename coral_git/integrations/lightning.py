@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .checkpoints import CheckpointError
+from .checkpoints import missing_adapter
 from .torch import CheckpointManager, CheckpointPolicy
 
 try:  # pragma: no cover - depends on what is installed
@@ -26,13 +26,7 @@ except ImportError:  # pragma: no cover
 MISSING = "the Lightning adapter needs PyTorch Lightning: pip install lightning (or use CheckpointManager directly)"
 
 if _pl is None:
-
-    class CoralCheckpoint:
-        """Placeholder: PyTorch Lightning is not installed."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            raise CheckpointError(MISSING)
-
+    CoralCheckpoint = missing_adapter("CoralCheckpoint", MISSING)
 else:  # pragma: no cover - exercised only where Lightning is installed
 
     class CoralCheckpoint(_pl.Callback):  # type: ignore[no-redef]

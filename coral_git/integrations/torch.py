@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..errors import CheckpointError, UsageError
 from . import checkpoints as ck
-from .checkpoints import CheckpointError, CheckpointInfo, list_checkpoints
+from .checkpoints import CheckpointInfo, list_checkpoints
 
 __all__ = [
     "CheckpointError",

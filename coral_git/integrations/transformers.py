@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .checkpoints import CheckpointError
+from .checkpoints import missing_adapter
 from .torch import CheckpointManager, CheckpointPolicy
 
 try:  # pragma: no cover - depends on what is installed
@@ -22,13 +22,7 @@ except ImportError:  # pragma: no cover
 MISSING = "the transformers adapter needs Hugging Face transformers: pip install transformers (or use CheckpointManager directly)"
 
 if _Base is None:
-
-    class CoralCallback:
-        """Placeholder: transformers is not installed."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            raise CheckpointError(MISSING)
-
+    CoralCallback = missing_adapter("CoralCallback", MISSING)
 else:  # pragma: no cover - exercised only where transformers is installed
 
     class CoralCallback(_Base):  # type: ignore[no-redef]

@@ -11,16 +11,12 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, ClassVar
 
 from ..core.pointer import Pointer, TensorEntry
-from ..errors import CoralError
 from ..store.chunkstore import ChunkStore
 from .strategies import Strategy, parse_spec
 
 FILE = ""  # the name a whole-file conflict goes by
 METADATA = "__metadata__"
 
-
-class MergeError(CoralError):
-    """A merge cannot be computed or written (not a conflict: something is broken)."""
 
 
 # ---------------------------------------------------------------------------------------------

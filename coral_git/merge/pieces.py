@@ -10,9 +10,10 @@ import numpy as np
 
 from ..core.pointer import Pointer, TensorEntry
 from ..dtypes import itemsize
+from ..errors import MergeError
 from ..filter.smudge import decoded_chunks
 from ..store.chunkstore import ChunkStore
-from .model import Decision, MergeError
+from .model import Decision
 from .strategies import compute_dtype, from_float, to_float
 
 DECODE_WORKERS = 2  # chunks decoded ahead on a small pool (2 × workers in flight per tensor)

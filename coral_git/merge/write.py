@@ -8,11 +8,12 @@ from typing import BinaryIO
 
 from ..core.mapped import MappedFile
 from ..core.pointer import Pointer
+from ..errors import MergeError
 from ..filter.clean import clean
 from ..git.repo import Repo
 from ..store.chunkstore import ChunkStore
 from ..store.recent import RecentTensors
-from .model import MergeError, MergePlan
+from .model import MergePlan
 
 
 def write_merged(plan: MergePlan, store: ChunkStore, out: BinaryIO, block_bytes: int = 1 << 20) -> None:

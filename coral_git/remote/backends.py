@@ -25,17 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from ..errors import StoreError, UsageError
+from ..errors import RemoteError, StoreError, UsageError
 from ..git.repo import git_value, run_git
 from ..store.objects import write_atomic
 
 PARALLEL = 16
 
-
-class RemoteError(StoreError):
-    """A remote store cannot be reached, refuses us, or lacks something we need."""
-
-    exit_code = 3
 
 
 class RemoteStore:

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ..core import pointer as ptr
-from ..errors import CoralError, StoreError
+from ..errors import CoralError, RemoteError, StoreError
 from ..git.repo import run_git
 from ..store.chunkstore import ChunkStore
 from ..store.objects import LooseObjects, ObjectHeader, unpack_header
 from ..ui import transfer_bar
-from .backends import RemoteError, RemoteStore, default_remote, resolve
+from .backends import RemoteStore, default_remote, resolve
 
 BATCH = 32  # objects per download round trip batch (bounded memory: BATCH x object size)
 

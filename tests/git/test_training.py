@@ -14,8 +14,8 @@ import pytest
 import torch
 from helpers import coral, git, sha256
 
-from coral_git.errors import CoralError
-from coral_git.integrations.checkpoints import CheckpointError, format_message, parse_message
+from coral_git.errors import CheckpointError, CoralError
+from coral_git.integrations.checkpoints import format_message, parse_message
 from coral_git.integrations.torch import CheckpointManager, CheckpointPolicy, list_checkpoints, load_checkpoint
 
 EPOCHS = 6
