@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
-
-
-def matches(path: str, pattern: str) -> bool:
-    """A pattern without a slash matches the file name at any depth; with one, the path from the root."""
-    pattern = pattern.strip()
-    if "/" not in pattern.rstrip("/"):
-        return fnmatchcase(path.rsplit("/", 1)[-1], pattern)
-    pat = pattern.lstrip("/")
-    if pat.endswith("/"):
-        pat += "**"
-    return fnmatchcase(path, pat)
+from ..core.globs import matches
 
 
 class PathFilter:

@@ -1,0 +1,41 @@
+"""``coral.fetchInclude`` / ``coral.fetchExclude``: which model files smudge (and fetch) bring in.
+
+Like git-lfs's ``lfs.fetchinclude/fetchexclude``: a path left out checks out as its pointer text, and
+no chunk is downloaded for it. Read from git config first, then from the committed ``.coralconfig``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.globs import selected, split_list
+
+
+def _get(key: str, cwd: Path | None, worktree: Path | None) -> str | None:
+    proc = subprocess.run(["git", "config", "--get", key], cwd=cwd, capture_output=True)
+    if proc.returncode == 0:
+        return proc.stdout.decode(errors="surrogateescape").strip()
+    if worktree is not None and (worktree / ".coralconfig").is_file():
+        proc = subprocess.run(["git", "config", "--file", str(worktree / ".coralconfig"), "--get", key], cwd=cwd, capture_output=True)
+        if proc.returncode == 0:
+            return proc.stdout.decode(errors="surrogateescape").strip()
+    return None
+
+
+@dataclass(frozen=True)
+class FetchPaths:
+    include: list[str]
+    exclude: list[str]
+
+    def wants(self, path: str) -> bool:
+        return selected(path, self.include, self.exclude)
+
+    @property
+    def everything(self) -> bool:
+        return not self.include and not self.exclude
+
+
+def fetch_paths(cwd: Path | None, worktree: Path | None) -> FetchPaths:
+    return FetchPaths(split_list(_get("coral.fetchInclude", cwd, worktree)), split_list(_get("coral.fetchExclude", cwd, worktree)))
