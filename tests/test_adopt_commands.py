@@ -103,7 +103,7 @@ def test_clone_init_hint_ls_files_fetch_and_smudge_exclude(published) -> None:
 
 
 def test_status_and_push_dry_run(published) -> None:
-    tmp, origin, a = published
+    _, origin, a = published
     st = json.loads(coral(a, "status", "--json").stdout)
     assert st["branch"] == "main" and st["push"]["missing_chunks"] == 0  # the pre-push hook uploaded them
     s = make_state(9, layers=2, width=64)
