@@ -180,3 +180,17 @@ def test_refuses_dirty_tree_and_explicit_exclude(lfsrepo) -> None:
     assert "data/tokens.parquet" in git(repo, "lfs", "ls-files", "finetune")
     git(repo, "checkout", "-q", "finetune")
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_missing_lfs_object_stops_before_any_ref_moves(lfsrepo) -> None:
+    repo, _ = lfsrepo
+    refs = git(repo, "for-each-ref")
+    objs = sorted((repo / ".git" / "lfs" / "objects").rglob("*"))
+    victim = next(f for f in objs if f.is_file() and f.stat().st_size > 100_000)
+    victim.unlink()
+    proc = coral(repo, "migrate", "import", "--everything", check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1, err
+    assert "git lfs fetch --all" in err and victim.name[:12] in err
+    assert git(repo, "for-each-ref") == refs
+    assert git(repo, "status", "--porcelain") == ""

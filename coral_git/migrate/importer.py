@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from . import attributes, lfs
 from .patterns import PathFilter
 from .rewrite import Rewriter, Selection
 
+# plain blobs up to this size are cleaned from memory, larger ones streamed through a temp file
+IN_MEMORY = int(os.environ.get("CORAL_MIGRATE_IN_MEMORY", 64 << 20))
 BLOBMAP = "migrate/import-blobs"  # under .git/coral: blob id -> pointer blob id, kept across runs
 
 
@@ -48,18 +51,27 @@ class Converter:
         self.stats = stats
         self.last: dict[str, ptr.Pointer] = {}  # path -> its latest pointer: the delta base of the next version
         self.done: dict[str, str] = {}
+        self._earlier: dict[str, str] = {}  # from an earlier (maybe interrupted) run: checked before use
         self._mapfile = repo.store_root / BLOBMAP
         if write_blobs and self._mapfile.exists():
             for line in self._mapfile.read_text().splitlines():
                 a, _, b = line.partition(" ")
-                if b and b in self.git:
-                    self.done[a] = b
+                if b:
+                    self._earlier[a] = b
 
     def __call__(self, path: str, oid: pygit2.Oid) -> pygit2.Oid | None:
         key = str(oid)
         if key in self.done:
             new = self.done[key]
             return None if new == key else pygit2.Oid(hex=new)
+        if key in self._earlier and self._still_stored(self._earlier[key]):
+            self.done[key] = self._earlier[key]
+            return pygit2.Oid(hex=self._earlier[key])
+        size = self.git.odb.read_header(oid)[1]
+        if size > IN_MEMORY:  # a big plain file: never the whole blob in memory
+            res = self._clean_large_blob(oid, path)
+            self.stats.plain_bytes += size
+            return self._done(key, path, res)
         blob = self.git[oid]
         if blob.size <= ptr.MAX_POINTER and ptr.looks_like_pointer(blob.data[: len(ptr.MAGIC)]):
             self.done[key] = key  # already coral (a second run)
@@ -78,6 +90,17 @@ class Converter:
         else:
             res = self._clean(blob.data, path)
             self.stats.plain_bytes += blob.size
+        return self._done(key, path, res)
+
+    def _still_stored(self, pointer_blob: str) -> bool:
+        """The pointer blob exists and the store still has every chunk it names (no gc since)."""
+        try:
+            p = ptr.parse_or_none(self.git[pointer_blob].data)
+        except (KeyError, ValueError):
+            return False
+        return p is not None and all(self.store.has(c) for c in p.chunk_ids())
+
+    def _done(self, key: str, path: str, res: ptr.Pointer) -> pygit2.Oid:
         self.stats.files += 1
         self.last[path] = res
         data = res.encode()
@@ -87,6 +110,20 @@ class Converter:
             with open(self._mapfile, "a") as f:
                 f.write(f"{key} {new}\n")
         return new
+
+    def _clean_large_blob(self, oid: pygit2.Oid, path: str) -> ptr.Pointer:
+        """A big plain blob: streamed by git into a temp file, then cleaned through a mapping."""
+        tmpdir = self.repo.store_root / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=tmpdir, prefix="migrate-") as f:
+            # git cat-file streams big blobs; libgit2 would inflate the whole object in memory
+            subprocess.run(["git", "cat-file", "blob", str(oid)], cwd=self.repo.git_dir, stdout=f, check=True)
+            f.flush()
+            mf = MappedFile(f.fileno())
+            try:
+                return self._clean(mf, path)
+            finally:
+                mf.close()
 
     def _clean(self, data: bytes | MappedFile, path: str) -> ptr.Pointer:
         return clean(
