@@ -194,3 +194,14 @@ def test_missing_lfs_object_stops_before_any_ref_moves(lfsrepo) -> None:
     assert "git lfs fetch --all" in err and victim.name[:12] in err
     assert git(repo, "for-each-ref") == refs
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_init_after_import_keeps_lfs_patterns_lfs(lfsrepo) -> None:
+    repo, _ = lfsrepo
+    coral(repo, "migrate", "import", "--everything", "-I", "*.safetensors")
+    err = coral(repo, "init").stderr.decode()
+    assert "migrate import" not in err  # migrated already: a normal init
+    lines = (repo / ".gitattributes").read_text().splitlines()
+    assert [ln for ln in lines if ln.startswith("*.parquet")] == ["*.parquet filter=lfs diff=lfs merge=lfs -text"]
+    assert [ln for ln in lines if ln.startswith("*.safetensors")] == ["*.safetensors filter=coral diff=coral merge=coral -text"]
+    assert git(repo, "check-attr", "filter", "data/tokens.parquet").strip().endswith("lfs")

@@ -13,14 +13,16 @@ from ..core.chunking import DEFAULT_CHUNK_BYTES
 from ..errors import CoralError
 from ..git.install import CONFIG
 from ..git.repo import find_repo, git
+from ..remote.push import DEFAULT_REMOTE_CHAIN
+from ..store.chunkstore import DEFAULT_MAX_CHAIN
 
 # key, environment variable that overrides it, default
 SETTINGS: list[tuple[str, str | None, str]] = [
     ("coral.chunkSize", "CORAL_CHUNKSIZE", str(DEFAULT_CHUNK_BYTES)),
     ("coral.workers", "CORAL_WORKERS", str(min(4, os.cpu_count() or 1))),
-    ("coral.maxChain", "CORAL_MAXCHAIN", "(store default)"),
+    ("coral.maxChain", "CORAL_MAXCHAIN", str(DEFAULT_MAX_CHAIN)),
     ("coral.zstdLevel", "CORAL_ZSTDLEVEL", "1"),
-    ("coral.remoteMaxChain", "CORAL_REMOTEMAXCHAIN", "(remote default)"),
+    ("coral.remoteMaxChain", "CORAL_REMOTEMAXCHAIN", str(DEFAULT_REMOTE_CHAIN)),
     ("coral.pushEncoding", "CORAL_PUSH_ENCODING", "reencode"),
     ("coral.pushRemote", None, "(upstream or origin)"),
     ("coral.fetchRemote", None, "(upstream or origin)"),

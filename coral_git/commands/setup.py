@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
 
         install.configure("--local", cwd=repo.worktree)
         lfs_lines = adopt.lfs_patterns(repo.worktree)
-        if lfs_lines:
+        migrated = any(r["filter"] == "coral" for r in adopt.tracked_patterns(repo.worktree))
+        if lfs_lines and not migrated:
             # coral lines next to lfs lines would fight over the same files: leave .gitattributes and hooks alone
             repo.store_root.mkdir(parents=True, exist_ok=True)
             print(f"coral-git configured in {repo.worktree}, but this repository keeps files in git-lfs ({' '.join(lfs_lines)})", file=sys.stderr)
@@ -41,7 +42,8 @@ def register(app: typer.Typer) -> None:
             print("  git coral migrate import --everything --dry-run   (what it would do)", file=sys.stderr)
             print("  git coral migrate import --everything             (rewrite; see docs/migrate.md)", file=sys.stderr)
             return
-        added = install.track(repo.worktree, list(install.DEFAULT_PATTERNS))
+        # a pattern git-lfs tracks stays LFS (after 'migrate import --exclude', say): no second filter line
+        added = install.track(repo.worktree, [p for p in install.DEFAULT_PATTERNS if p not in lfs_lines])
         hooks = install.install_hooks(repo)
         repo.store_root.mkdir(parents=True, exist_ok=True)
         print(f"coral-git initialised in {repo.worktree}", file=sys.stderr)
