@@ -22,7 +22,7 @@ def _dir_bytes(root: Path) -> int:
 
 
 def lfs_history(path: Path) -> dict[str, dict[str, str]]:
-    """5 LFS-tracked checkpoint versions on two branches plus a non-model LFS file; returns
+    """5 LFS-tracked checkpoint versions on two branches (and a merge) plus a non-model LFS file; returns
     {commit: {path: sha256}} for every commit."""
     need_git_lfs()
     path.mkdir()
@@ -49,6 +49,7 @@ def lfs_history(path: Path) -> dict[str, dict[str, str]]:
         (path / "data" / "tokens.parquet").write_bytes(os.urandom(20000))
         git(path, "commit", "-qam", f"finetune {e}")
     git(path, "checkout", "-q", "main")
+    git(path, "merge", "-q", "-s", "ours", "--no-edit", "finetune")  # a merge commit (two parents) to map
     out: dict[str, dict[str, str]] = {}
     for c in git(path, "rev-list", "--all").split():
         git(path, "checkout", "-q", c)
