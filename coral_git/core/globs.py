@@ -9,12 +9,12 @@ def matches(path: str, pattern: str) -> bool:
     """A pattern without a slash matches the file name at any depth; with one, the path from the root
     (a trailing slash means everything below)."""
     pattern = pattern.strip()
-    if "/" not in pattern.rstrip("/"):
+    if pattern.endswith("/"):  # a directory: everything below it (at any depth if it has no inner slash)
+        d = pattern.strip("/")
+        return fnmatchcase(path, d + "/*") or ("/" not in d and fnmatchcase(path, "*/" + d + "/*"))
+    if "/" not in pattern:
         return fnmatchcase(path.rsplit("/", 1)[-1], pattern) or fnmatchcase(path, pattern)
-    pat = pattern.lstrip("/")
-    if pat.endswith("/"):
-        pat += "**"
-    return fnmatchcase(path, pat)
+    return fnmatchcase(path, pattern.lstrip("/"))
 
 
 def selected(path: str, include: list[str], exclude: list[str]) -> bool:

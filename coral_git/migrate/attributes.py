@@ -32,12 +32,12 @@ def to_coral(text: str, patterns: list[str], need: set[str], keep_lfs: set[str])
     return "\n".join(out) + "\n" if out else ""
 
 
-def to_lfs(text: str, plain: bool) -> str:
-    """coral lines become lfs lines in place (or are dropped, for plain files)."""
+def to_lfs(text: str, plain: bool, patterns: list[str] | None = None) -> str:
+    """coral lines (of ``patterns``, or all) become lfs lines in place (or are dropped, for plain files)."""
     out: list[str] = []
     for line in text.splitlines():
         pat, attrs = _split(line)
-        if pat and "filter=coral" in attrs:
+        if pat and "filter=coral" in attrs and (patterns is None or pat in patterns):
             if plain:
                 continue
             line = f"{pat} {LFS_ATTRS}"

@@ -59,7 +59,7 @@ class Exporter:
                     f.write(mv)
 
                 smudge(p, self.repo.store, write, path=path, workers=self.repo.workers)
-            if self.plain:
+            if self.plain or p.size == 0:  # git-lfs keeps empty files as empty blobs, not pointers
                 new = self.git.create_blob_fromdisk(str(tmp))
             else:
                 oid_hex = h.hexdigest()
@@ -87,7 +87,7 @@ def run_export(repo: Repo, sel: Selection, paths: PathFilter, to: str, progress:
     def attrs_fn(text: str | None, hits: set[str]) -> str | None:
         if text is None:
             return None
-        new = attributes.to_lfs(text, plain=to == "plain")
+        new = attributes.to_lfs(text, plain=to == "plain", patterns=None if paths.include == ["*"] else paths.include)
         return text if new.splitlines() == text.splitlines() else new
 
     rw = Rewriter(repo.pygit, blob_fn, attrs_fn, paths.hit)
