@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UsageError
-
 
 def register(app: typer.Typer) -> None:
     @app.command("ls-files")
@@ -106,10 +104,7 @@ def register(app: typer.Typer) -> None:
         if global_:
             done = undo(None, "--global")
         else:
-            repo = find_repo()
-            if repo.worktree is None and not repo.git_dir.exists():
-                raise UsageError("not in a repository")
-            done = undo(repo, "--local")
+            done = undo(find_repo(), "--local")
         for line in done:
             print(line, file=sys.stderr)
         if not done:
