@@ -172,3 +172,21 @@ def test_uninstall_restores_chained_hook(tmp_path: Path) -> None:
     assert git(repo2, "config", "--global", "--get", "filter.coral.process").strip()
     coral(repo2, "uninstall", "--global")
     assert git(repo2, "config", "--global", "--get", "filter.coral.process", check=False) == ""
+
+
+def test_committed_fetch_exclude_applies_to_a_fresh_clone(published) -> None:
+    tmp, origin, a = published
+    git(a, "config", "--file", ".coralconfig", "coral.fetchExclude", "b.safetensors")
+    git(a, "add", ".coralconfig")
+    git(a, "commit", "-qm", "do not download b by default")
+    git(a, "push", "-q", "origin", "main")
+    coral(a, "init", "--global")  # filters for every repository of this (test) user: the clone smudges
+    d = clone(tmp, origin, "d")
+    assert (d / "a.safetensors").read_bytes() == (a / "a.safetensors").read_bytes()
+    assert (d / "b.safetensors").read_bytes().startswith(b"coral-pointer 1\n")
+    assert git(d, "status", "--porcelain") == ""
+    rows = {r["path"]: r for r in json.loads(coral(d, "ls-files", "--json").stdout)["files"]}
+    assert rows["a.safetensors"]["present"] and not rows["b.safetensors"]["present"]
+    # asked for explicitly, it comes
+    coral(d, "fetch", "--include", "b.safetensors")
+    assert json.loads(coral(d, "ls-files", "--json").stdout)["files"][1]["present"]

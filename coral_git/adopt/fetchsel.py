@@ -29,8 +29,8 @@ def select_pointers(
     """``(file versions, chunk ids)`` to fetch."""
     cwd = repo.worktree or repo.git_dir
     conf = fetch_paths(cwd, repo.worktree)
-    inc = list(include) if include else conf.include
-    exc = list(exclude) if exclude else conf.exclude
+    # like git-lfs: either option on the command line replaces both settings
+    inc, exc = (list(include or []), list(exclude or [])) if include or exclude else (conf.include, conf.exclude)
     found = []
     if everything:
         found = list(history_pointers(cwd, ["--all"]))

@@ -18,10 +18,11 @@ def _get(key: str, cwd: Path | None, worktree: Path | None) -> str | None:
     if proc.returncode == 0:
         return proc.stdout.decode(errors="surrogateescape").strip()
     if worktree is not None and (worktree / ".coralconfig").is_file():
-        proc = subprocess.run(["git", "config", "--file", str(worktree / ".coralconfig"), "--get", key], cwd=cwd, capture_output=True)
-        if proc.returncode == 0:
-            return proc.stdout.decode(errors="surrogateescape").strip()
-    return None
+        args = ["git", "config", "--file", str(worktree / ".coralconfig"), "--get", key]
+    else:  # during a clone's first checkout the file may not be written yet: read HEAD's copy
+        args = ["git", "config", "--blob", "HEAD:.coralconfig", "--get", key]
+    proc = subprocess.run(args, cwd=cwd, capture_output=True)
+    return proc.stdout.decode(errors="surrogateescape").strip() if proc.returncode == 0 else None
 
 
 @dataclass(frozen=True)
