@@ -187,6 +187,11 @@ def test_committed_fetch_exclude_applies_to_a_fresh_clone(published) -> None:
     assert git(d, "status", "--porcelain") == ""
     rows = {r["path"]: r for r in json.loads(coral(d, "ls-files", "--json").stdout)["files"]}
     assert rows["a.safetensors"]["present"] and not rows["b.safetensors"]["present"]
+    coral(d, "pull")  # honours the setting too
+    assert (d / "b.safetensors").read_bytes().startswith(b"coral-pointer 1\n")
     # asked for explicitly, it comes
     coral(d, "fetch", "--include", "b.safetensors")
     assert json.loads(coral(d, "ls-files", "--json").stdout)["files"][1]["present"]
+    coral(d, "pull", "-I", "b.safetensors")
+    assert (d / "b.safetensors").read_bytes() == (a / "b.safetensors").read_bytes()
+    assert git(d, "status", "--porcelain") == ""

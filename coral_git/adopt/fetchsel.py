@@ -23,14 +23,21 @@ def recent_tips(repo: Repo, days: int) -> list[str]:
     return tips
 
 
+def path_globs(repo: Repo, include: list[str] | None, exclude: list[str] | None) -> tuple[list[str], list[str]]:
+    """The include/exclude globs in effect: the command line's, else coral.fetchInclude/fetchExclude.
+    Like git-lfs, either option on the command line replaces both settings."""
+    if include or exclude:
+        return list(include or []), list(exclude or [])
+    conf = fetch_paths(repo.worktree or repo.git_dir, repo.worktree)
+    return conf.include, conf.exclude
+
+
 def select_pointers(
     repo: Repo, rev: str, include: list[str] | None, exclude: list[str] | None, *, recent: bool = False, everything: bool = False
 ) -> tuple[int, list[str]]:
     """``(file versions, chunk ids)`` to fetch."""
     cwd = repo.worktree or repo.git_dir
-    conf = fetch_paths(cwd, repo.worktree)
-    # like git-lfs: either option on the command line replaces both settings
-    inc, exc = (list(include or []), list(exclude or [])) if include or exclude else (conf.include, conf.exclude)
+    inc, exc = path_globs(repo, include, exclude)
     found = []
     if everything:
         found = list(history_pointers(cwd, ["--all"]))

@@ -126,18 +126,26 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def pull(
         remote: Annotated[str | None, typer.Argument(help="Git remote (default: the branch's upstream or origin).")] = None,
-        include: Annotated[list[str] | None, typer.Option("--include", "-I", help="Only paths matching this glob (repeatable).")] = None,
+        include: Annotated[list[str] | None, typer.Option("--include", "-I", help="Only paths matching this glob (repeatable; default: coral.fetchInclude).")] = None,
+        exclude: Annotated[list[str] | None, typer.Option("--exclude", "-X", help="Not paths matching this glob (repeatable; default: coral.fetchExclude).")] = None,
     ) -> None:
         """Fetch the chunks of HEAD's files, then check out the files still left as pointers."""
+        from ..adopt.fetchsel import path_globs, select_pointers
+        from ..core.globs import selected
         from ..git.repo import git
+        from ..remote.backends import resolve
+        from ..remote.fetch import fetch_objects
 
         repo = _repo()
         name = _remote_name(repo, remote, "coral.fetchRemote")
-        n, stats, store = _fetch(repo, name, "HEAD", include or [])
+        n, ids = select_pointers(repo, "HEAD", include, exclude)
+        store = resolve(repo, name)
+        stats = fetch_objects(repo.store, store, ids)
         print(f"coral: {n} file(s); {stats.line(store)}", file=sys.stderr)
         if repo.worktree is None:
             return
-        left = _pointer_files(repo, include or [])
+        inc, exc = path_globs(repo, include, exclude)
+        left = [(path, p) for path, p in _pointer_files(repo, []) if selected(path, inc, exc)]
         for path, p in left:
             _rewrite(repo, path, p)
         if left:
@@ -163,21 +171,6 @@ def _rewrite(repo, path: str, p) -> None:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _fetch(repo, name: str, rev: str, include: list[str]):
-    """Fetch the chunks of the pointers in ``rev``'s tree; return (files, stats, remote store)."""
-    from ..remote.backends import resolve
-    from ..remote.fetch import fetch_objects, tree_pointers
-
-    cwd = repo.worktree or repo.git_dir
-    ids: list[str] = []
-    n = 0
-    for _path, p in tree_pointers(cwd, rev, include):
-        ids.extend(sorted(p.chunk_ids()))
-        n += 1
-    store = resolve(repo, name)
-    return n, fetch_objects(repo.store, store, ids), store
 
 
 def _pointer_files(repo, include: list[str]) -> list[tuple[str, object]]:
