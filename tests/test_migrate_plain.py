@@ -82,3 +82,21 @@ def test_blob_map_is_not_trusted_after_the_store_lost_chunks(plain) -> None:
     assert git(repo, "rev-parse", "HEAD").strip() == new_tip  # deterministic: the same ids again
     for p, digest in digests[old_tip].items():
         assert hashlib.sha256((repo / p).read_bytes()).hexdigest() == digest
+
+
+def test_unreadable_lfs_pointer_is_refused_not_stored_as_text(tmp_path: Path) -> None:
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    oid = "ab" * 32
+    text = f"version https://git-lfs.github.com/spec/v1\next-0-foo sha256:{'cd' * 32}\noid sha256:{oid}\nsize 10\n"
+    (repo / "m.safetensors").write_text(text)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "pointer with an extension")
+    head = git(repo, "rev-parse", "HEAD")
+    proc = coral(repo, "migrate", "import", check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "--exclude 'm.safetensors'" in err and err.count("\n") == 1
+    assert git(repo, "rev-parse", "HEAD") == head
+    coral(repo, "migrate", "import", "-X", "m.safetensors")  # then nothing to do, and no failure
+    assert git(repo, "show", "HEAD:m.safetensors") == text

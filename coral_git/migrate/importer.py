@@ -14,6 +14,7 @@ import pygit2
 
 from ..core import pointer as ptr
 from ..core.mapped import MappedFile
+from ..errors import UsageError
 from ..filter.clean import clean
 from ..git.repo import Repo
 from ..store.chunkstore import ChunkStore
@@ -77,6 +78,12 @@ class Converter:
             self.done[key] = key  # already coral (a second run)
             return None
         lp = lfs.parse(blob.data) if blob.size <= lfs.MAX_LFS_POINTER else None
+        if lp is None and blob.size <= lfs.MAX_LFS_POINTER and blob.data.startswith(lfs.SPEC):
+            # storing the pointer text itself would check out as pointer text, not the model
+            raise UsageError(
+                f"{path} is a git-lfs pointer in a form coral does not read (extensions or non-canonical); "
+                f"leave it in git-lfs with --exclude '{path}'"
+            )
         if lp is not None:
             obj = lfs.ensure_object(self.repo.common_dir, self.repo.worktree, lp, path)
             with open(obj, "rb") as f:
