@@ -206,3 +206,25 @@ def test_init_after_import_keeps_lfs_patterns_lfs(lfsrepo) -> None:
     assert [ln for ln in lines if ln.startswith("*.parquet")] == ["*.parquet filter=lfs diff=lfs merge=lfs -text"]
     assert [ln for ln in lines if ln.startswith("*.safetensors")] == ["*.safetensors filter=coral diff=coral merge=coral -text"]
     assert git(repo, "check-attr", "filter", "data/tokens.parquet").strip().endswith("lfs")
+
+
+def test_objects_not_local_are_downloaded_through_git_lfs(template, tmp_path: Path) -> None:
+    """A clone that never fetched LFS objects: migrate gets them through git-lfs (file:// remote)."""
+    src, contents = template
+    need_git_lfs()
+    bare = tmp_path / "hub.git"
+    git(tmp_path, "clone", "-q", "--bare", str(src), str(bare))
+    # the bare copy needs the LFS objects too: git-lfs's standalone file transfer reads them there
+    shutil.copytree(src / ".git" / "lfs", bare / "lfs")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "--no-checkout", bare.as_uri(), str(clone))
+    git(clone, "lfs", "install", "--local")
+    git(clone, "checkout", "-q", "main", env={"GIT_LFS_SKIP_SMUDGE": "1"})
+    shutil.rmtree(clone / ".git" / "lfs", ignore_errors=True)
+    assert (clone / "model.safetensors").read_bytes().startswith(b"version https://git-lfs")
+    rep = json.loads(coral(clone, "migrate", "import", "--json").stdout)
+    assert rep["lfs_files"] == 5  # main merged finetune: all five versions
+    assert len([f for f in (clone / ".git" / "lfs" / "objects").rglob("*") if f.is_file()]) >= 5  # downloaded
+    main = git(clone, "rev-parse", "main").strip()
+    old = {v: k for k, v in rep["commit_map"].items()}[main]
+    assert hashlib.sha256((clone / "model.safetensors").read_bytes()).hexdigest() == contents[old]["model.safetensors"]
