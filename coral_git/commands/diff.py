@@ -70,6 +70,7 @@ def register(app: typer.Typer) -> None:
         sort: Annotated[str | None, typer.Option("--sort", help="'change' (largest relative change first) or 'name'.")] = None,
         no_stats: Annotated[bool, typer.Option("--no-stats", help="Chunk-level comparison only: decode nothing.")] = False,
         color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
+        html_out: Annotated[str | None, typer.Option("--html", help="Write a self-contained HTML page (bars, heatmap by layer) to this file.")] = None,
     ) -> None:
         """Per-tensor differences of model files (the table git diff shows), without git's diff machinery."""
         import json
@@ -91,6 +92,17 @@ def register(app: typer.Typer) -> None:
         fds = api.diff(
             *[*revs, None, None][:2], paths=paths, cached=cached, tensors=tensor, stats=not no_stats, order=style.order, repo=repo
         )
+        if html_out is not None:
+            from ..diffs.html import render_diff
+
+            if len(revs) == 2:
+                labels = list(revs)
+            else:
+                labels = [revs[0] if revs else ("HEAD" if cached else "index"), "index" if cached else "work tree"]
+            with open(html_out, "w", encoding="utf-8") as f:
+                f.write(render_diff(fds, labels[0], labels[1]))
+            print(f"coral: wrote {html_out} ({sum(len(fd.tensors) for fd in fds)} changed tensor(s))", file=sys.stderr)
+            return
         if json_:
             print(json.dumps([fd.as_dict() for fd in fds], indent=2))
             return
@@ -135,6 +147,7 @@ def register(app: typer.Typer) -> None:
         max_count: Annotated[int | None, typer.Option("-n", "--max-count", help="At most N commits.")] = None,
         rev: Annotated[str, typer.Option("--rev", help="Start from this revision.")] = "HEAD",
         json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        html_out: Annotated[str | None, typer.Option("--html", help="Write a layer × commit heatmap of relative change (self-contained HTML) to this file.")] = None,
     ) -> None:
         """Per-tensor history of PATH: the commits in which tensors changed, and by how much."""
         import json
@@ -144,7 +157,15 @@ def register(app: typer.Typer) -> None:
         from ..git.repo import find_repo
 
         repo = find_repo()
-        want_stats = bool(tensor) if stats is None else stats
+        want_stats = bool(tensor) or html_out is not None if stats is None else stats
+        if html_out is not None:
+            from ..diffs.html import render_history
+
+            entries = api.history(path, tensors=tensor, stats=want_stats, max_count=max_count, rev=rev, repo=repo)
+            with open(html_out, "w", encoding="utf-8") as f:
+                f.write(render_history(path, entries))
+            print(f"coral: wrote {html_out} ({len(entries)} commit(s))", file=sys.stderr)
+            return
         on = diffdriver.want_color(None)
         out = []
         for entry in api.history(path, tensors=tensor, stats=want_stats, max_count=max_count, rev=rev, repo=repo):

@@ -76,6 +76,8 @@ def register(app: typer.Typer) -> None:
     def push(
         remote: Annotated[str | None, typer.Argument(help="Git remote (default: the branch's upstream or origin).")] = None,
         all_: Annotated[bool, typer.Option("--all", help="Every chunk reachable from any ref, not just HEAD.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be uploaded (files and sizes); upload nothing.")] = False,
+        json_: Annotated[bool, typer.Option("--json", help="With --dry-run: print JSON.")] = False,
     ) -> None:
         """Upload the chunks that HEAD's history (or every ref's, with --all) needs and the remote lacks."""
         from ..remote.backends import resolve
@@ -86,6 +88,21 @@ def register(app: typer.Typer) -> None:
         cwd = repo.worktree or repo.git_dir
         ids, where = needed_chunks(cwd, ["--all"] if all_ else ["HEAD"])
         store = resolve(repo, name)
+        if dry_run:
+            from ..adopt.pushplan import plan
+            from ..ui import human_bytes
+
+            rep = plan(repo, store, ids, where)
+            if json_:
+                import json
+
+                print(json.dumps(rep, indent=2))
+                return
+            for f in rep["files"]:
+                print(f"push {f['path']} ({f['chunks']} chunk(s), {human_bytes(f['bytes'])})")
+            print(f"coral: dry run: would upload {rep['missing_chunks']} of {rep['needed_chunks']} chunk object(s), "
+                  f"{human_bytes(rep['missing_bytes'])} (as stored locally) to {store.describe()}", file=sys.stderr)
+            return
         stats = push_chunks(repo.store, store, ids, where=where, **push_options(repo))
         print(f"coral: {stats.line(store)}", file=sys.stderr)
 
@@ -93,29 +110,46 @@ def register(app: typer.Typer) -> None:
     def fetch(
         remote: Annotated[str | None, typer.Argument(help="Git remote (default: the branch's upstream or origin).")] = None,
         rev: Annotated[str, typer.Option("--rev", help="The revision whose files to fetch.")] = "HEAD",
-        include: Annotated[list[str] | None, typer.Option("--include", "-I", help="Only paths matching this glob (repeatable).")] = None,
+        include: Annotated[list[str] | None, typer.Option("--include", "-I", help="Only paths matching this glob (repeatable; default: coral.fetchInclude).")] = None,
+        exclude: Annotated[list[str] | None, typer.Option("--exclude", "-X", help="Not paths matching this glob (repeatable; default: coral.fetchExclude).")] = None,
+        recent: Annotated[bool, typer.Option("--recent", help="Also the tips of branches with commits in the last coral.fetchRecentRefsDays (7) days.")] = False,
+        all_: Annotated[bool, typer.Option("--all", help="Every file version reachable from any ref (for offline work or a backup).")] = False,
     ) -> None:
         """Download the chunks the files of REV need (and their delta bases) into the local store."""
+        from ..adopt.fetchsel import select_pointers
+        from ..remote.backends import resolve
+        from ..remote.fetch import fetch_objects
+
         repo = _repo()
         name = _remote_name(repo, remote, "coral.fetchRemote")
-        n, stats, store = _fetch(repo, name, rev, include or [])
-        print(f"coral: {n} file(s); {stats.line(store)}", file=sys.stderr)
+        files, ids = select_pointers(repo, rev, include, exclude, recent=recent, everything=all_)
+        store = resolve(repo, name)
+        stats = fetch_objects(repo.store, store, ids)
+        print(f"coral: {files} file version(s); {stats.line(store)}", file=sys.stderr)
 
     @app.command()
     def pull(
         remote: Annotated[str | None, typer.Argument(help="Git remote (default: the branch's upstream or origin).")] = None,
-        include: Annotated[list[str] | None, typer.Option("--include", "-I", help="Only paths matching this glob (repeatable).")] = None,
+        include: Annotated[list[str] | None, typer.Option("--include", "-I", help="Only paths matching this glob (repeatable; default: coral.fetchInclude).")] = None,
+        exclude: Annotated[list[str] | None, typer.Option("--exclude", "-X", help="Not paths matching this glob (repeatable; default: coral.fetchExclude).")] = None,
     ) -> None:
         """Fetch the chunks of HEAD's files, then check out the files still left as pointers."""
+        from ..adopt.fetchsel import path_globs, select_pointers
+        from ..core.globs import selected
         from ..git.repo import git
+        from ..remote.backends import resolve
+        from ..remote.fetch import fetch_objects
 
         repo = _repo()
         name = _remote_name(repo, remote, "coral.fetchRemote")
-        n, stats, store = _fetch(repo, name, "HEAD", include or [])
+        n, ids = select_pointers(repo, "HEAD", include, exclude)
+        store = resolve(repo, name)
+        stats = fetch_objects(repo.store, store, ids)
         print(f"coral: {n} file(s); {stats.line(store)}", file=sys.stderr)
         if repo.worktree is None:
             return
-        left = _pointer_files(repo, include or [])
+        inc, exc = path_globs(repo, include, exclude)
+        left = [(path, p) for path, p in _pointer_files(repo, []) if selected(path, inc, exc)]
         for path, p in left:
             _rewrite(repo, path, p)
         if left:
@@ -141,21 +175,6 @@ def _rewrite(repo, path: str, p) -> None:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _fetch(repo, name: str, rev: str, include: list[str]):
-    """Fetch the chunks of the pointers in ``rev``'s tree; return (files, stats, remote store)."""
-    from ..remote.backends import resolve
-    from ..remote.fetch import fetch_objects, tree_pointers
-
-    cwd = repo.worktree or repo.git_dir
-    ids: list[str] = []
-    n = 0
-    for _path, p in tree_pointers(cwd, rev, include):
-        ids.extend(sorted(p.chunk_ids()))
-        n += 1
-    store = resolve(repo, name)
-    return n, fetch_objects(repo.store, store, ids), store
 
 
 def _pointer_files(repo, include: list[str]) -> list[tuple[str, object]]:

@@ -29,8 +29,21 @@ def register(app: typer.Typer) -> None:
         repo = find_repo()
         if repo.worktree is None:
             raise UsageError("'git coral init' needs a work tree; in a bare repository use 'git coral init --global'")
+        from ..git import existing as adopt
+
         install.configure("--local", cwd=repo.worktree)
-        added = install.track(repo.worktree, list(install.DEFAULT_PATTERNS))
+        lfs_lines = adopt.lfs_patterns(repo.worktree)
+        migrated = any(r["filter"] == "coral" for r in adopt.tracked_patterns(repo.worktree))
+        if lfs_lines and not migrated:
+            # coral lines next to lfs lines would fight over the same files: leave .gitattributes and hooks alone
+            repo.store_root.mkdir(parents=True, exist_ok=True)
+            print(f"coral-git configured in {repo.worktree}, but this repository keeps files in git-lfs ({' '.join(lfs_lines)})", file=sys.stderr)
+            print("  .gitattributes left unchanged; to store the model files through coral, convert the history:", file=sys.stderr)
+            print("  git coral migrate import --everything --dry-run   (what it would do)", file=sys.stderr)
+            print("  git coral migrate import --everything             (rewrite; see docs/migrate.md)", file=sys.stderr)
+            return
+        # a pattern git-lfs tracks stays LFS (after 'migrate import --exclude', say): no second filter line
+        added = install.track(repo.worktree, [p for p in install.DEFAULT_PATTERNS if p not in lfs_lines])
         hooks = install.install_hooks(repo)
         repo.store_root.mkdir(parents=True, exist_ok=True)
         print(f"coral-git initialised in {repo.worktree}", file=sys.stderr)
@@ -38,16 +51,41 @@ def register(app: typer.Typer) -> None:
             print(f"  .gitattributes: tracking {' '.join(added)}", file=sys.stderr)
         for h in hooks:
             print(f"  hook {h}", file=sys.stderr)
+        left = adopt.pointer_files(repo.worktree)
+        if left:
+            print(f"  {len(left)} model file(s) in the work tree are still pointers; run 'git coral pull' to fetch and check them out", file=sys.stderr)
 
     @app.command()
-    def track(patterns: Annotated[list[str], typer.Argument(help="Path patterns, e.g. '*.onnx' or 'ckpt/**'.")]) -> None:
-        """Store files matching PATTERNS through coral (edits .gitattributes)."""
+    def track(
+        patterns: Annotated[list[str] | None, typer.Argument(help="Path patterns, e.g. '*.onnx' or 'ckpt/**'; none: list the tracked patterns.")] = None,
+        json_: Annotated[bool, typer.Option("--json", help="With no PATTERNS: print the list as JSON.")] = False,
+    ) -> None:
+        """Store files matching PATTERNS through coral (edits .gitattributes); with none, list the tracked patterns."""
         from ..git import install
         from ..git.repo import find_repo
 
         repo = find_repo()
         if repo.worktree is None:
             raise UsageError("track needs a work tree")
+        if not patterns:
+            from ..git import existing as adopt
+
+            rows = adopt.tracked_patterns(repo.worktree)
+            if json_:
+                import json
+
+                print(json.dumps(rows, indent=2))
+                return
+            print("Listing tracked patterns")
+            for r in rows:
+                if r["filter"] == "coral":
+                    print(f"    {r['pattern']} ({r['file']})")
+            other = [r for r in rows if r["filter"] != "coral"]
+            if other:
+                print("Listing patterns of other filters")
+                for r in other:
+                    print(f"    {r['pattern']} filter={r['filter']} ({r['file']})")
+            return
         added = install.track(repo.worktree, patterns)
         for p in patterns:
             print(f"{'tracking' if p in added else 'already tracked'}: {p}", file=sys.stderr)

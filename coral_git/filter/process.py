@@ -137,6 +137,7 @@ class Filter:
         self.tmpdir = str(repo.store_root / "tmp")
         self._index = None
         self._previous: dict[str, ptr.Pointer | None] = {}
+        self._fetch_paths = None
         if fetcher is not None:
             self.store.fetcher = fetcher(repo)  # missing chunks come from the remote store on demand
 
@@ -215,7 +216,7 @@ class Filter:
 
     def smudge(self, data: bytes | MappedFile, path: str, write: Callable[[memoryview], None]) -> None:
         view = data.view() if isinstance(data, MappedFile) else data
-        if not ptr.looks_like_pointer(view) or os.environ.get("CORAL_SKIP_SMUDGE", "0") not in ("", "0"):
+        if not ptr.looks_like_pointer(view) or os.environ.get("CORAL_SKIP_SMUDGE", "0") not in ("", "0") or not self.wants(path):
             # CORAL_SKIP_SMUDGE=1 leaves pointers; content that is not a pointer (committed before
             # coral, or plain text) goes out as it is
             if isinstance(data, MappedFile):
@@ -233,6 +234,14 @@ class Filter:
                 f"the stored pointer is damaged ({exc}); restore it, e.g. 'git checkout <good-rev> -- {path}'"
             ) from None
         smudge(p, self.store, write, path=path, workers=self.repo.workers)
+
+    def wants(self, path: str) -> bool:
+        """False for paths coral.fetchInclude/fetchExclude leave out: they check out as pointers."""
+        if self._fetch_paths is None:
+            from .fetchpaths import fetch_paths
+
+            self._fetch_paths = fetch_paths(self.repo.worktree or self.repo.git_dir, self.repo.worktree)
+        return self._fetch_paths.wants(path)
 
     def spool(self, command: str = "", path: str = "") -> Spool:
         """Where the content of one file goes; for clean, large safetensors files stream instead."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import IO
 
 from ..core.chunking import DEFAULT_CHUNK_BYTES
 from ..errors import NotARepositoryError, UsageError
@@ -16,12 +17,16 @@ from ..store.chunkstore import DEFAULT_ADD_CHAIN, DEFAULT_MAX_CHAIN, ChunkStore
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # coral.workers when unset
 
 
-def run_git(args: Sequence[str], cwd: Path | str | None = None, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """The one place coral starts the git binary: ``git ARGS`` in ``cwd``, output captured, exit status kept.
+def run_git(
+    args: Sequence[str], cwd: Path | str | None = None, input: bytes | None = None, stdout: IO[bytes] | int | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """The one place coral starts the git binary: ``git ARGS`` in ``cwd``, output captured (or streamed
+    into ``stdout``, e.g. a big blob into a file), exit status kept.
 
     Everything else (``git()``, ``git_value()``, pygit2 for object reads) goes through here or reads objects directly.
     """
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, input=input)
+    out = subprocess.PIPE if stdout is None else stdout
+    return subprocess.run(["git", *args], cwd=cwd, input=input, stdout=out, stderr=subprocess.PIPE)
 
 
 def git_value(args: Sequence[str], cwd: Path | str | None = None) -> str | None:

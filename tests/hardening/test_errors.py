@@ -122,7 +122,7 @@ def test_pointer_edited_so_it_does_not_parse(committed: tuple[Path, bytes]) -> N
 
 
 def test_usage_errors_exit_non_zero_without_traceback(repo: Path) -> None:
-    for args in (["no-such-command"], ["track"], ["--bogus-option"]):
+    for args in (["no-such-command"], ["untrack"], ["--bogus-option"]):  # bare "track" lists patterns (issue 14)
         proc = coral(repo, *args, check=False)
         assert proc.returncode == 2, args
         err = proc.stderr.decode()

@@ -1,0 +1,1 @@
+"""Converting histories between git-lfs (or plain blobs) and coral pointers: ``git coral migrate``."""
