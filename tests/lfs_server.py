@@ -107,7 +107,7 @@ class LfsServer:
         """Start giftless and wait until the batch endpoint answers."""
         env = {**os.environ, "GIFTLESS_CONFIG_FILE": str(self.root / "giftless.yaml")}
         env["PYTHONPATH"] = os.pathsep.join([str(self.root), env.get("PYTHONPATH", "")])
-        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - handed to the child process
+        log = open(self.root / "server.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "giftless.wsgi_entrypoint", "run",
              "-h", "127.0.0.1", "-p", str(self.port), "--with-threads"],

@@ -1,108 +1,136 @@
-"""Wire packs: store objects as the local store holds them, in content-addressed packs with an index."""
+"""Wire packs: built from a real chunk store, parsed, read by ranges, and carried through a real LFS server."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import git, make_state, perturb, save_safetensors
+from lfs_server import LfsServer, lfs_server  # noqa: F401 - fixture
 
-from coral_git import wirepack
 from coral_git.errors import CorruptObjectError, StoreError
-from coral_git.store.objects import unpack_header
-from coral_git.store.packs import Pack
+from coral_git.lfs import Endpoint, LfsClient, LfsObject
+from coral_git.store.chunkstore import ChunkStore, chunk_id
+from coral_git.wirepack import WireItem, build_packs, chain, file_range_reader, parse_index, read_object
 
 
-def stored_objects(repo: Path) -> list[tuple[str, bytes]]:
-    """Every loose object of the repo's coral store, as (id, stored bytes)."""
-    root = repo / ".git" / "coral" / "objects"
+def make_store(root: Path, n_chunks: int = 12, versions: int = 3, chunk: int = 64 << 10) -> tuple[ChunkStore, dict[str, np.ndarray]]:
+    """A store holding ``versions`` fine-tuning-like versions of ``n_chunks`` float32 chunks (older ones as deltas)."""
+    store = ChunkStore(root)
+    rng = np.random.default_rng(7)
+    raws: dict[str, np.ndarray] = {}
+    prev: list[str | None] = [None] * n_chunks
+    weights = [rng.standard_normal(chunk // 4).astype(np.float32) for _ in range(n_chunks)]
+    for _ in range(versions):
+        for i in range(n_chunks):
+            weights[i] = weights[i] + rng.standard_normal(weights[i].size).astype(np.float32) * 1e-3
+            raw = weights[i].view(np.uint8)
+            cid = chunk_id(raw)
+            store.put(raw, 4, base=prev[i])
+            raws[cid] = raw.copy()
+            prev[i] = cid
+    return store, raws
+
+
+def items(store: ChunkStore, cids) -> list[WireItem]:
     out = []
-    for d in sorted(root.iterdir()):
-        if len(d.name) == 2:
-            out += [(d.name + f.name, f.read_bytes()) for f in sorted(d.iterdir())]
+    for cid in cids:
+        data = store.read_object_local(cid)
+        assert data is not None
+        out.append(WireItem(cid, len(data), lambda cid=cid: store.read_object_local(cid)))
     return out
 
 
-@pytest.fixture
-def objects(repo: Path) -> list[tuple[str, bytes]]:
-    """Objects of two versions of a model: keyframes and deltas."""
-    state = make_state(1, layers=4, width=512)
-    for v in range(2):
-        save_safetensors(repo / "model.safetensors", state)
-        git(repo, "add", "model.safetensors")
-        git(repo, "commit", "-qm", f"v{v}")
-        state = perturb(state, v)
-    objs = stored_objects(repo)
-    assert any(unpack_header(c, d).base for c, d in objs), "the fixture should hold delta objects"
-    return objs
-
-
-def test_packs_round_trip_and_are_content_addressed(objects, tmp_path: Path) -> None:
-    total = sum(len(d) for _, d in objects)
-    packs = list(wirepack.build_packs(objects, tmp_path / "out", max_bytes=total // 3))
+def test_packs_hold_stored_bytes_and_rebuild_every_chunk(tmp_path: Path) -> None:
+    store, raws = make_store(tmp_path / "store")
+    deltas = [c for c in raws if store.header(c).base is not None]
+    assert deltas, "the test store should hold delta-encoded objects"
+    total = sum(len(store.read_object_local(c)) for c in raws)
+    packs = list(build_packs(items(store, sorted(raws)), tmp_path / "out", max_bytes=total // 3))
     assert len(packs) >= 3
-    seen = {}
+    assert sum(p.count for p in packs) == len(raws)
+
+    located = {}
     for p in packs:
-        data = p.path.read_bytes()
-        assert p.oid == hashlib.sha256(data).hexdigest() and p.size == len(data) and p.path.name == f"{p.oid}.pack"
-        raw_index = p.index_path.read_bytes()
-        assert p.index_oid == hashlib.sha256(raw_index).hexdigest() and p.index_size == len(raw_index)
-        index = wirepack.parse_index(raw_index, p.index_oid)
-        assert index.pack_oid == p.oid and index.pack_size == p.size and len(index) == p.count
-        reader = wirepack.file_range_reader(p.path)
-        for e in index:
-            seen[e.cid] = wirepack.read_object(e, reader)
-    assert seen == dict(objects)  # every object, byte for byte, no re-encoding
-    # a wire pack is a valid local pack: it can go into coral/packs as it is
-    local = Pack(packs[0].path)
-    cid = next(iter(wirepack.parse_index(packs[0].index_path.read_bytes())))
-    assert local.read_entry(local.entry(local.find(cid.cid))) == dict(objects)[cid.cid]
-    local.close()
+        pack_bytes = p.path.read_bytes()
+        assert hashlib.sha256(pack_bytes).hexdigest() == p.oid == p.path.name.removesuffix(".pack")
+        assert len(pack_bytes) == p.size <= total // 3 + 4096 + 1024 + 56 * p.count
+        idx = parse_index(p.index_path.read_bytes(), p.index_oid)
+        assert (idx.pack_oid, idx.pack_size, len(idx)) == (p.oid, p.size, p.count)
+        for e in idx:
+            data = read_object(e, file_range_reader(p.path))
+            assert data == store.read_object_local(e.cid)  # byte for byte as the local store holds it
+            assert e.base == store.header(e.cid).base
+            located[e.cid] = (e, data)
+
+    # a fresh store rebuilt from the packs alone decodes every chunk to its raw bytes
+    fresh = ChunkStore(tmp_path / "fresh")
+    for cid, (_, data) in located.items():
+        fresh.loose.write(cid, data)
+    for cid, raw in raws.items():
+        assert np.array_equal(fresh.get(cid), raw)
+
+    # the delta chain of the oldest version leads to a keyframe
+    d = deltas[0]
+    ch = chain(d, lambda c: located[c][0] if c in located else None)
+    assert ch[0].cid == d and ch[-1].base is None and len(ch) >= 2
+    assert chain(d, lambda c: located[c][0], have=lambda c: c == d) == []
 
 
-def test_same_objects_give_the_same_pack(objects, tmp_path: Path) -> None:
-    a = [p.oid for p in wirepack.build_packs(objects, tmp_path / "a")]
-    b = [p.oid for p in wirepack.build_packs(objects, tmp_path / "b")]
-    assert a == b and len(a) == 1  # a retried push names the same LFS objects
+def test_same_objects_give_the_same_pack_oid(tmp_path: Path) -> None:
+    store, raws = make_store(tmp_path / "store", n_chunks=4, versions=1)
+    a = list(build_packs(items(store, sorted(raws)), tmp_path / "a"))
+    b = list(build_packs(items(store, sorted(raws)), tmp_path / "b"))
+    assert [(p.oid, p.index_oid) for p in a] == [(p.oid, p.index_oid) for p in b]
+    assert len(a) == 1
 
 
-def test_index_records_delta_bases_and_chain_planning(objects, tmp_path: Path) -> None:
-    (p,) = wirepack.build_packs(objects, tmp_path / "out")
-    index = wirepack.parse_index(p.index_path.read_bytes(), p.index_oid)
-    stored = dict(objects)
-    for e in index:
-        assert e.base == unpack_header(e.cid, stored[e.cid]).base
-    delta = next(e for e in index if e.base)
-    plan = wirepack.chain(delta.cid, index.find)
-    assert plan[0].cid == delta.cid and plan[-1].base is None and len(plan) >= 2
-    assert wirepack.chain(delta.cid, index.find, have=lambda c: c == delta.base) == [delta]
-    with pytest.raises(StoreError, match="in no pack index"):
-        wirepack.chain(delta.cid, lambda c: index.find(c) if c == delta.cid else None)
+def test_big_object_gets_its_own_pack_and_duplicates_are_dropped(tmp_path: Path) -> None:
+    store, raws = make_store(tmp_path / "store", n_chunks=3, versions=1)
+    cids = sorted(raws)
+    packs = list(build_packs(items(store, [*cids, cids[0]]), tmp_path / "out", max_bytes=1))
+    assert [p.count for p in packs] == [1, 1, 1]
 
 
-def test_damaged_index_and_pack_are_refused(objects, tmp_path: Path) -> None:
-    (p,) = wirepack.build_packs(objects, tmp_path / "out")
-    raw = bytearray(p.index_path.read_bytes())
-    with pytest.raises(StoreError, match="sha256"):
-        wirepack.parse_index(bytes(raw[:-1]) + b"\x00", p.index_oid)
-    with pytest.raises(StoreError, match="claims"):
-        wirepack.parse_index(bytes(raw[:-3]))
-    index = wirepack.parse_index(bytes(raw))
-    e = max(index, key=lambda e: e.length)
-    data = bytearray(p.path.read_bytes())
-    data[e.offset + e.length - 1] ^= 0xFF
-    with pytest.raises(CorruptObjectError, match="do not match"):
-        wirepack.read_object(e, lambda off, n: bytes(data[off : off + n]))
+def test_damage_is_detected(tmp_path: Path) -> None:
+    store, raws = make_store(tmp_path / "store", n_chunks=2, versions=1)
+    (p,) = build_packs(items(store, sorted(raws)), tmp_path / "out")
+    index = p.index_path.read_bytes()
+    with pytest.raises(StoreError):
+        parse_index(index[:-1] + bytes([index[-1] ^ 1]), p.index_oid)
+    with pytest.raises(StoreError):
+        parse_index(index[:-3])
+    idx = parse_index(index)
+    e = idx.entries[0]
+    good = file_range_reader(p.path)
+
+    def flipped(offset: int, length: int) -> bytes:
+        data = bytearray(good(offset, length))
+        data[-1] ^= 0xFF
+        return bytes(data)
+
+    with pytest.raises(CorruptObjectError):
+        read_object(e, flipped)
+    with pytest.raises(StoreError):
+        chain("00" * 16, idx.find)
 
 
-def test_oversized_object_gets_its_own_pack(objects, tmp_path: Path) -> None:
-    biggest = max(len(d) for _, d in objects)
-    limit = biggest - 1
-    packs = list(wirepack.build_packs(objects, tmp_path / "out", max_bytes=limit))
-    sizes = dict((c, len(d)) for c, d in objects)
-    for p in packs:
-        held = [e.cid for e in wirepack.parse_index(p.index_path.read_bytes())]
-        assert len(held) == 1 or sum(sizes[c] for c in held) <= limit
-    assert sum(p.count for p in packs) == len(objects)
-    assert any(p.count == 1 and sizes[next(iter(wirepack.parse_index(p.index_path.read_bytes()))).cid] == biggest for p in packs)
+def test_wire_pack_through_a_real_lfs_server_read_by_range(tmp_path: Path, lfs_server: LfsServer) -> None:  # noqa: F811
+    store, raws = make_store(tmp_path / "store", n_chunks=8, versions=2)
+    (p,) = build_packs(items(store, sorted(raws)), tmp_path / "out")
+    client = LfsClient(Endpoint(lfs_server.lfs_url(), "test"), remote="origin")
+    pack, index = LfsObject(p.oid, p.size), LfsObject(p.index_oid, p.index_size)
+    assert client.has([pack, index]) == set()
+    assert set(client.upload([(pack, p.path), (index, p.index_path)])) == {p.oid, p.index_oid}
+    assert client.has([pack, index]) == {p.oid, p.index_oid}
+
+    # a clone: downloads the small index, then reads single objects out of the pack
+    client2 = LfsClient(Endpoint(lfs_server.lfs_url(), "test"), remote="origin")
+    client2.download([(index, tmp_path / "idx")])
+    idx = parse_index((tmp_path / "idx").read_bytes(), p.index_oid)
+    action = client2.download_actions([pack])[pack.oid]
+    wanted = idx.entries[len(idx) // 2]
+    data = read_object(wanted, lambda off, n: client2.read_range(pack, off, n, action))
+    assert data == store.read_object_local(wanted.cid)
+    assert client2.range_supported is not None
