@@ -256,8 +256,10 @@ class LfsClient:
                 body=lambda payload=payload: _json_bytes(payload), what=f"the {operation} batch request",
             )
             with resp:
-                if resp.status_code == 404 and operation == "download" and _is_lfs_json(resp):
-                    continue  # giftless and others answer 404 when none of the objects exists
+                if resp.status_code in (404, 422) and operation == "download" and _is_lfs_json(resp):
+                    # giftless answers the whole batch 404 when no object exists, 422 when every object
+                    # is missing or has another size (a half-written upload): none is available
+                    continue
                 if resp.status_code != 200:
                     raise LfsError(f"{self._where} answered {resp.status_code} to the {operation} batch request: {_message(resp)}")
                 try:
