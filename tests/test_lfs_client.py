@@ -303,3 +303,36 @@ def test_git_lfs_push_and_pull_beside_coral_objects(tmp_path: Path, lfs_server: 
     proc = subprocess.run(["git", "lfs", "smudge"], cwd=clone, input=pointer.encode(), capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == our_path.read_bytes()  # git-lfs downloads the object coral uploaded
+
+
+def test_ssh_remote_uses_git_lfs_authenticate(tmp_path: Path, lfs_server_auth: LfsServer, monkeypatch) -> None:  # noqa: F811
+    """An ssh remote: the client runs ``<ssh> [-p port] user@host git-lfs-authenticate <path> <op>`` and
+    uses the href and headers it prints. No sshd here, so GIT_SSH_COMMAND names a stand-in for the
+    host's git-lfs-authenticate that logs its argv; the LFS server behind it is the real one."""
+    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
+    token = base64.b64encode(b"alice:s3cret").decode()
+    log = tmp_path / "ssh.log"
+    script = tmp_path / "ssh-standin"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {log}\n'
+        f"printf '%s' '{{\"href\": \"{lfs_server_auth.lfs_url()}\", \"header\": {{\"Authorization\": \"Basic {token}\"}}}}'\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", f"{script} -o BatchMode=yes")
+    work = repo(tmp_path / "w", "ssh://git@models.example:2222/coral/models.git")
+    ep = resolve("origin", config=GitConfig(work))
+    assert ep.ssh is not None and ep.url == "https://models.example/coral/models.git/info/lfs"
+    client = LfsClient(ep, remote="origin", config=GitConfig(work))
+    obj, path = blob(tmp_path / "o", 20_000)
+    assert client.upload([(obj, path)]) == [obj.oid]
+    assert client.has([obj]) == {obj.oid}
+    assert log.read_text().splitlines() == [
+        "-o BatchMode=yes -p 2222 git@models.example git-lfs-authenticate coral/models.git upload",
+        "-o BatchMode=yes -p 2222 git@models.example git-lfs-authenticate coral/models.git download",
+    ]
+
+    script.write_text("#!/bin/sh\necho 'Permission denied (publickey).' >&2\nexit 255\n")
+    with pytest.raises(LfsAuthError) as e:
+        LfsClient(ep, remote="origin", config=GitConfig(work)).has([obj])
+    assert "\n" not in str(e.value) and "Permission denied" in str(e.value) and "'origin'" in str(e.value)

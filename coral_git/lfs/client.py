@@ -17,6 +17,7 @@ import json
 import os
 import random
 import secrets
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -121,6 +122,8 @@ class LfsClient:
         self._cred_approved = False
         self._stats_lock = threading.Lock()
         self._extra = _extra_header_config(self.config)
+        self._apis: dict[str, Endpoint] = {}  # per operation: the endpoint after git-lfs-authenticate (ssh)
+        self._origins = {_origin(endpoint.url)}
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -141,14 +144,31 @@ class LfsClient:
             self.stats[key] += n
 
     def _same_origin(self, url: str) -> bool:
-        a, b = urlsplit(url), urlsplit(self.endpoint.url)
-        return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+        """Whether ``url`` is on the LFS server itself (credentials go there, never to a storage href)."""
+        return _origin(url) in self._origins
 
-    def _headers(self, url: str, extra: dict[str, str]) -> dict[str, str]:
+    def _api(self, operation: str) -> Endpoint:
+        """The batch endpoint for ``operation``: for an ssh remote, what ``git-lfs-authenticate`` grants
+        (asked once per operation, as git-lfs does; its headers then authenticate every batch request)."""
+        if self.endpoint.ssh is None:
+            return self.endpoint
+        with self._auth_lock:
+            ep = self._apis.get(operation)
+            if ep is None:
+                ep = self.endpoint.authenticated(operation, _ssh_command(self.config), self.remote)
+                self._apis[operation] = ep
+                self._origins.add(_origin(ep.url))
+            return ep
+
+    def _headers(self, url: str, extra: dict[str, str], method: str = "GET") -> dict[str, str]:
         """http.extraHeader for ``url``, then the caller's headers, then credentials if none says otherwise."""
         headers = dict(_extra_headers(self._extra, url))
         if self._same_origin(url):
             headers.update(self.endpoint.headers)
+            # an ssh grant authenticates transfers on the LFS host too (hrefs without headers of their own)
+            grant = self._apis.get("download" if method == "GET" else "upload")
+            if grant is not None and _origin(grant.url) == _origin(url):
+                headers.update(grant.headers)
         headers.update(extra)
         if self._cred is not None and self._same_origin(url) and not any(k.lower() == "authorization" for k in headers):
             token = base64.b64encode(f"{self._cred.username}:{self._cred.password}".encode()).decode()
@@ -172,7 +192,7 @@ class LfsClient:
             try:
                 self._count("requests")
                 resp = self._session().request(
-                    method, url, headers=self._headers(url, headers or {}), data=data,
+                    method, url, headers=self._headers(url, headers or {}, method), data=data,
                     stream=stream, timeout=self.timeout, allow_redirects=True,
                 )
             except (requests.ConnectionError, requests.Timeout) as e:
@@ -250,9 +270,10 @@ class LfsClient:
                 "objects": [{"oid": o.oid, "size": o.size} for o in part],
                 "hash_algo": "sha256",
             }
+            api = self._api(operation)
             resp = self._request(
-                "POST", f"{self.endpoint.url}/objects/batch",
-                headers={"Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE},
+                "POST", f"{api.url}/objects/batch",
+                headers={**api.headers, "Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE},
                 body=lambda payload=payload: _json_bytes(payload), what=f"the {operation} batch request",
             )
             with resp:
@@ -470,6 +491,23 @@ def _message(resp: requests.Response) -> str:
         return str(resp.json().get("message", "")).splitlines()[0][:200] or resp.reason
     except (ValueError, AttributeError, IndexError):
         return resp.reason or ""
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    u = urlsplit(url)
+    return (u.scheme, u.hostname, u.port)
+
+
+def _ssh_command(config: GitConfig) -> str:
+    """The ssh program as git picks it: GIT_SSH_COMMAND, core.sshCommand, GIT_SSH, then ``ssh``."""
+    if os.environ.get("GIT_SSH_COMMAND"):
+        return os.environ["GIT_SSH_COMMAND"]
+    value = config.get("core.sshcommand")
+    if value:
+        return value
+    if os.environ.get("GIT_SSH"):
+        return shlex.quote(os.environ["GIT_SSH"])
+    return "ssh"
 
 
 def _concurrency(config: GitConfig) -> int:
