@@ -6,7 +6,10 @@ import base64
 import hashlib
 import os
 import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from lfs_server import LfsServer, free_port, lfs_server, lfs_server_auth, start_
 
 from coral_git.errors import CoralError
 from coral_git.lfs import (
+    Action,
     Endpoint,
     GitConfig,
     LfsAuthError,
@@ -336,3 +340,48 @@ def test_ssh_remote_uses_git_lfs_authenticate(tmp_path: Path, lfs_server_auth: L
     with pytest.raises(LfsAuthError) as e:
         LfsClient(ep, remote="origin", config=GitConfig(work)).has([obj])
     assert "\n" not in str(e.value) and "Permission denied" in str(e.value) and "'origin'" in str(e.value)
+
+
+RANGE_APP = """\
+import os
+from flask import Flask, send_from_directory
+
+app = Flask(__name__)
+
+
+@app.get("/objects/<name>")
+def get(name):
+    return send_from_directory(os.environ["OBJECTS_DIR"], name, conditional=True)
+"""
+
+
+def test_range_read_where_the_server_honours_range(tmp_path: Path) -> None:
+    """The 206 path, against a real HTTP server that honours Range (werkzeug's conditional file
+    responses, as the storage behind many LFS servers does: S3, GCS, Azure presigned URLs)."""
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    obj, path = blob(objects / "pack", 1 << 20)
+    (tmp_path / "range_app.py").write_text(RANGE_APP)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "range_app", "run", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=tmp_path, env={**os.environ, "OBJECTS_DIR": str(objects)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        href = f"http://127.0.0.1:{port}/objects/pack"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(href, timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        client = LfsClient(Endpoint(f"http://127.0.0.1:{port}/lfs", "test"), remote="origin")
+        data = path.read_bytes()
+        assert client.read_range(obj, 300_000, 5000, Action(href, {})) == data[300_000:305_000]
+        assert client.range_supported is True
+        assert client.read_range(obj, obj.size - 3, 3, Action(href, {})) == data[-3:]
+        assert client.stats["bytes_down"] == 5003
+    finally:
+        proc.kill()
+        proc.wait()
