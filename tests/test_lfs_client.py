@@ -181,7 +181,7 @@ def test_server_killed_mid_upload_then_restarted_retry_completes(tmp_path: Path,
             restarted.append(t)
             t.start()
 
-    client = client_for(lfs_server, backoff=0.5)
+    client = client_for(lfs_server, backoff=0.5, retries=8)  # restarting flask may take a while under load
     try:
         assert client.upload([(obj, path)], progress=progress) == [obj.oid]
     finally:
