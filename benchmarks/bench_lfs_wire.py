@@ -142,14 +142,26 @@ def main() -> None:
         picks = random.Random(3).sample([(p, e) for p in packs for e in parse_index(p.index_path.read_bytes())], args.reads)
         print(f"\nreading {args.reads} single objects (~{mb(picks[0][1].length)} MB each) out of the packs")
         print(f"{'server':40} {'MB fetched':>11} {'seconds':>8} {'range honoured':>15}")
-        for name, href in (("werkzeug (honours Range)", lambda p: f"http://127.0.0.1:{port}/objects/{p.oid}"),
-                           ("giftless 0.6.2 (ignores Range)", None)):
+        modes = (
+            ("werkzeug (honours Range)", lambda p: f"http://127.0.0.1:{port}/objects/{p.oid}", False),
+            ("giftless, read_range per object", None, False),
+            ("giftless, range_reader (pack spooled)", None, True),
+        )
+        for name, href, spooled in modes:
             client = LfsClient(Endpoint(server.lfs_url(), "bench"), remote="bench")
+            readers: dict = {}
             t = time.perf_counter()
             for p, e in picks:
                 obj = LfsObject(p.oid, p.size)
                 action = Action(href(p), {}) if href else None
-                data = read_object(e, lambda off, n, obj=obj, action=action, c=client: c.read_range(obj, off, n, action))
+                if spooled:
+                    if p.oid not in readers:
+                        readers[p.oid] = client.range_reader(obj, tmp / f"spool-{p.oid}")
+                    reader = readers[p.oid]
+                else:
+                    def reader(off, n, obj=obj, action=action, c=client):
+                        return c.read_range(obj, off, n, action)
+                data = read_object(e, reader)
                 assert data == store.read_object_local(e.cid)
             print(f"{name:40} {mb(client.stats['bytes_down']):>11} {time.perf_counter() - t:8.2f} {client.range_supported!s:>15}")
     finally:

@@ -382,6 +382,23 @@ def test_range_read_where_the_server_honours_range(tmp_path: Path) -> None:
         assert client.range_supported is True
         assert client.read_range(obj, obj.size - 3, 3, Action(href, {})) == data[-3:]
         assert client.stats["bytes_down"] == 5003
+        read = client.range_reader(obj, tmp_path / "spool", Action(href, {}))
+        assert read(10, 20) == data[10:30]
+        assert not (tmp_path / "spool").exists() and client.stats["bytes_down"] == 5023
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_range_reader_downloads_a_pack_at_most_once(tmp_path: Path, lfs_server: LfsServer) -> None:  # noqa: F811
+    obj, path = blob(tmp_path / "pack", 1 << 20)
+    client_for(lfs_server).upload([(obj, path)])
+    data = path.read_bytes()
+    client = client_for(lfs_server)
+    read = client.range_reader(obj, tmp_path / "spool")
+    for off in (0, 500_000, obj.size - 10, 123):
+        assert read(off, 10) == data[off : off + 10]
+    assert client.range_supported is False  # giftless: the first read took the whole object ...
+    assert client.stats["bytes_down"] == obj.size  # ... and the others were local
+    assert (tmp_path / "spool").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pack", "spool"]

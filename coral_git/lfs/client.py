@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -398,10 +399,34 @@ class LfsClient:
             finally:
                 tmp.unlink(missing_ok=True)
 
-    def read_range(self, obj: LfsObject, start: int, length: int, action: Action | None = None) -> bytes:
+    def range_reader(self, obj: LfsObject, spool: Path, action: Action | None = None) -> Callable[[int, int], bytes]:
+        """A ``(offset, length) -> bytes`` reader over one object (a wire pack): ranged GETs while the
+        server honours Range; the first time it answers 200 instead, the whole object is kept (verified)
+        at ``spool`` and every later read is local — a pack is downloaded at most once either way."""
+        lock = threading.Lock()
+        state: dict[str, Action | None] = {"action": action}
+
+        def read(offset: int, length: int) -> bytes:
+            with lock:
+                if not spool.exists() and state["action"] is None:
+                    state["action"] = self.download_actions([obj])[obj.oid]
+            if not spool.exists() and self.range_supported is not False:
+                return self.read_range(obj, offset, length, state["action"], spool)
+            with lock:  # Range known to be ignored: one whole download, then local reads
+                if not spool.exists():
+                    self._get(obj, state["action"], spool, None)  # type: ignore[arg-type]
+            with open(spool, "rb") as f:
+                f.seek(offset)
+                return f.read(length)
+
+        return read
+
+    def read_range(
+        self, obj: LfsObject, start: int, length: int, action: Action | None = None, spool: Path | None = None,
+    ) -> bytes:
         """Bytes ``[start, start+length)`` of an object: an HTTP ``Range`` GET where the server honours
-        it (206); where it answers 200 the whole object is read (and its sha256 checked), keeping the slice.
-        ``range_supported`` records which one happened.
+        it (206); where it answers 200 the whole object is read (and its sha256 checked), keeping the
+        slice — and the whole object at ``spool`` when given. ``range_supported`` records which happened.
         """
         if start < 0 or length < 0 or start + length > obj.size:
             raise ValueError(f"range {start}+{length} is outside object {obj.oid} of {obj.size} bytes")
@@ -429,26 +454,38 @@ class LfsClient:
                     if resp.status_code != 200:
                         raise LfsError(f"{self._where} answered {resp.status_code} to the download of {obj.oid}: {_message(resp)}")
                     self.range_supported = False
-                    return self._slice_of_whole(obj, resp, start, length)
+                    return self._slice_of_whole(obj, resp, start, length, spool)
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
                 if attempt >= self.retries:
                     raise LfsUnreachableError(f"download of {obj.oid} from {self._where} kept breaking off ({type(e).__name__}); retry later") from e
                 attempt += 1
                 self._sleep(attempt)
 
-    def _slice_of_whole(self, obj: LfsObject, resp: requests.Response, start: int, length: int) -> bytes:
+    def _slice_of_whole(
+        self, obj: LfsObject, resp: requests.Response, start: int, length: int, spool: Path | None,
+    ) -> bytes:
         h = hashlib.sha256()
         n = 0
         parts = []
-        for block in resp.iter_content(BLOCK):
-            h.update(block)
-            lo, hi = max(start - n, 0), min(start + length - n, len(block))
-            if lo < hi:
-                parts.append(block[lo:hi])
-            n += len(block)
-        self._count("bytes_down", n)
-        if n != obj.size or h.hexdigest() != obj.oid:
-            raise LfsIntegrityError(f"{self._where} sent {n} bytes for object {obj.oid} that do not match its oid/size")
+        tmp = spool.parent / f".tmp-lfs-{os.getpid()}-{secrets.token_hex(6)}" if spool is not None else None
+        try:
+            with open(tmp, "wb") if tmp is not None else nullcontext() as f:
+                for block in resp.iter_content(BLOCK):
+                    h.update(block)
+                    if f is not None:
+                        f.write(block)
+                    lo, hi = max(start - n, 0), min(start + length - n, len(block))
+                    if lo < hi:
+                        parts.append(block[lo:hi])
+                    n += len(block)
+            self._count("bytes_down", n)
+            if n != obj.size or h.hexdigest() != obj.oid:
+                raise LfsIntegrityError(f"{self._where} sent {n} bytes for object {obj.oid} that do not match its oid/size")
+            if tmp is not None and spool is not None:
+                os.replace(tmp, spool)
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         return b"".join(parts)
 
     # -- concurrency --------------------------------------------------------------------------
