@@ -90,7 +90,7 @@ def test_local_bare_remote_needs_lfs_url_and_precedence(tmp_path: Path, lfs_serv
     assert lfs_server.object_path(obj.oid).read_bytes() == path.read_bytes()
 
 
-def test_derived_endpoints_for_https_and_ssh() -> None:
+def test_derived_endpoints_for_https_and_ssh(tmp_path: Path) -> None:
     assert derive("https://host/org/repo").url == "https://host/org/repo.git/info/lfs"
     assert derive("https://host/org/repo.git/").url == "https://host/org/repo.git/info/lfs"
     assert derive("/srv/repo.git") is None and derive("file:///srv/repo.git") is None
@@ -98,6 +98,10 @@ def test_derived_endpoints_for_https_and_ssh() -> None:
     assert ep.url == "https://host.example/org/repo.git/info/lfs"
     assert ep.ssh.argv("upload") == ["ssh", "git@host.example", "git-lfs-authenticate", "org/repo.git", "upload"]
     ssh = parse_ssh("ssh://git@host.example:2222/org/repo")
+    work = repo(tmp_path / "w", "https://host.example/org/repo")
+    git(work, "remote", "set-url", "--push", "origin", "https://push.example/org/repo")
+    assert resolve("origin", "download", GitConfig(work)).url == "https://host.example/org/repo.git/info/lfs"
+    assert resolve("origin", "upload", GitConfig(work)).url == "https://push.example/org/repo.git/info/lfs"
     assert ssh.argv("download", "ssh -o BatchMode=yes") == [
         "ssh", "-o", "BatchMode=yes", "-p", "2222", "git@host.example", "git-lfs-authenticate", "org/repo", "download",
     ]

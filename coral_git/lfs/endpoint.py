@@ -111,6 +111,8 @@ def resolve(remote: str, operation: str = "download", config: GitConfig | None =
     """The LFS endpoint of git remote ``remote`` for ``operation`` (``upload``/``download``)."""
     config = config or GitConfig()
     remote_url = config.get(f"remote.{remote}.url")
+    if operation == "upload":  # git-lfs derives the upload endpoint from the push URL when there is one
+        remote_url = config.get(f"remote.{remote}.pushurl") or remote_url
     keys = []
     if operation == "upload":
         keys += [f"remote.{remote}.lfspushurl", "lfs.pushurl"]
