@@ -406,3 +406,33 @@ def test_range_reader_downloads_a_pack_at_most_once(tmp_path: Path, lfs_server: 
     assert client.stats["bytes_down"] == obj.size  # ... and the others were local
     assert (tmp_path / "spool").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pack", "spool"]
+
+
+def test_transfers_run_at_most_concurrency_at_once(tmp_path: Path, lfs_server: LfsServer) -> None:  # noqa: F811
+    files = [blob(tmp_path / f"b{i}", 2 << 20) for i in range(8)]
+    active, peak = 0, 0
+    lock = threading.Lock()
+    seen: set[int] = set()
+
+    def progress(n: int) -> None:
+        with lock:
+            seen.add(threading.get_ident())
+
+    client = client_for(lfs_server, concurrency=3)
+    put = client._put
+
+    def counted(*args):  # count transfers in flight around the real PUT
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        try:
+            return put(*args)
+        finally:
+            with lock:
+                active -= 1
+
+    client._put = counted
+    assert len(client.upload(files, progress=progress)) == 8
+    assert 1 < peak <= 3 and 1 < len(seen) <= 3
+    assert client_for(lfs_server).has([o for o, _ in files]) == {o.oid for o, _ in files}
