@@ -4,7 +4,7 @@
 A chunk store gets ``--mib`` MiB of float32 chunks (~1 MiB each, as coral chunks tensors). Measured:
 
 * upload as **wire packs** (~64 MiB each, plus one index per pack) vs **one LFS object per stored
-  object** (what a loose-object remote would do), through ``coral_git.lfs.LfsClient``;
+  object** (what a loose-object remote would do), through ``coral_git.remote.lfs.LfsClient``;
 * ``git lfs push`` of a file holding the same raw bytes to the same server (git-lfs's own figure);
 * reading ``--reads`` single objects out of the packs: by HTTP Range against a server that honours it
   (giftless's storage directory served by werkzeug) vs giftless itself, which ignores Range, so each
@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
 from lfs_server import LfsServer, free_port  # noqa: E402
 
-from coral_git.lfs import Action, Endpoint, LfsClient, LfsObject  # noqa: E402
+from coral_git.remote.lfs import Action, Endpoint, LfsClient, LfsObject  # noqa: E402
 from coral_git.store.chunkstore import ChunkStore, chunk_id  # noqa: E402
-from coral_git.wirepack import WireItem, build_packs, parse_index, read_object  # noqa: E402
+from coral_git.remote.wirepack import WireItem, build_packs, parse_index, read_object  # noqa: E402
 
 RANGE_APP = """\
 import os

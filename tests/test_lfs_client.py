@@ -17,7 +17,7 @@ from conftest import git
 from lfs_server import LfsServer, free_port, lfs_server, lfs_server_auth, start_server  # noqa: F401 - fixtures
 
 from coral_git.errors import CoralError
-from coral_git.lfs import (
+from coral_git.remote.lfs import (
     Action,
     Endpoint,
     GitConfig,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from coral_git.lfs import Endpoint, LfsClient, LfsIntegrityError, LfsObject
+from coral_git.remote.lfs import Endpoint, LfsClient, LfsIntegrityError, LfsObject
 
 SERVER = r'''
 import json, os, re, sys

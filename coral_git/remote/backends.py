@@ -378,12 +378,35 @@ def resolve(repo, name: str, url: str | None = None) -> RemoteStore:
     if git_url is None:
         raise UsageError(f"no git remote named '{name}'; add one with 'git remote add {name} URL'")
     p = local_path(git_url, cwd)
+    lfs = lfs_store(repo, name, explicit_only=p is not None)
+    if lfs is not None:
+        return lfs
     if p is None:
         raise RemoteError(
             f"git remote '{name}' ({git_url}) has no chunk store; "
             f"set one with 'git coral remote set {name} s3://BUCKET/PREFIX' (or a path)"
         )
     return PathRemote(name, repo_store_dir(p.resolve()))
+
+
+def lfs_store(repo, name: str, explicit_only: bool) -> RemoteStore | None:
+    """The remote's Git LFS server as chunk store: when ``lfs.url``/``remote.NAME.lfsurl`` (or
+    ``.lfsconfig``) names one, or — unless ``explicit_only`` — when the git URL is https/ssh."""
+    from .lfs import LfsEndpointError
+    from .lfs import resolve as resolve_endpoint
+    from .lfs.gitconfig import GitConfig
+    from .lfsremote import LfsRemote
+
+    cwd = repo.worktree or repo.git_dir
+    try:
+        ep = resolve_endpoint(name, "download", GitConfig(cwd))
+    except LfsEndpointError:
+        return None
+    if explicit_only and ep.source == "derived":
+        return None
+    if not ep.url.startswith(("http://", "https://")):
+        return None
+    return LfsRemote(name, cwd, repo.store.root)
 
 
 def default_remote(repo, key: str = "coral.fetchRemote") -> str | None:

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import xxhash
 
-from .errors import CorruptObjectError, StoreError
-from .store.objects import HEADER_SIZE, unpack_header
-from .store.packs import Pack, PackItem, write_pack
+from ..errors import CorruptObjectError, StoreError
+from ..store.objects import HEADER_SIZE, unpack_header
+from ..store.packs import Pack, PackItem, write_pack
 
 MAGIC = b"CRWX"
 VERSION = 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import StoreError
+from ...errors import StoreError
 
 
 class LfsError(StoreError):
