@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 from lfs_server import LfsServer, free_port  # noqa: E402
 
 from coral_git.remote.lfs import Action, Endpoint, LfsClient, LfsObject  # noqa: E402
-from coral_git.store.chunkstore import ChunkStore, chunk_id  # noqa: E402
 from coral_git.remote.wirepack import WireItem, build_packs, parse_index, read_object  # noqa: E402
+from coral_git.store.chunkstore import ChunkStore, chunk_id  # noqa: E402
 
 RANGE_APP = """\
 import os

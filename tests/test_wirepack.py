@@ -11,8 +11,8 @@ from lfs_server import LfsServer, lfs_server  # noqa: F401 - fixture
 
 from coral_git.errors import CorruptObjectError, StoreError
 from coral_git.remote.lfs import Endpoint, LfsClient, LfsObject
-from coral_git.store.chunkstore import ChunkStore, chunk_id
 from coral_git.remote.wirepack import WireItem, build_packs, chain, file_range_reader, parse_index, read_object
+from coral_git.store.chunkstore import ChunkStore, chunk_id
 
 
 def make_store(root: Path, n_chunks: int = 12, versions: int = 3, chunk: int = 64 << 10) -> tuple[ChunkStore, dict[str, np.ndarray]]:

@@ -48,6 +48,7 @@ class LfsRemote(RemoteStore):
         self.cache = store_root / "wire"
         self._clients: dict[str, LfsClient] = {}
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self._located: dict[str, tuple[WireIndex, WireEntry]] | None = None
         self._packs: dict[str, indexref.PackRef] = {}
         self._spools: dict[str, object] = {}
@@ -83,9 +84,12 @@ class LfsRemote(RemoteStore):
     # -- the location index -----------------------------------------------------------------------
     def _load(self) -> dict[str, tuple[WireIndex, WireEntry]]:
         """Every chunk the remote's packs hold, with where it lies (fetched once per process)."""
-        with self._lock:
-            if self._located is not None:
-                return self._located
+        with self._load_lock:
+            if self._located is None:
+                self._located = self._read_index()
+            return self._located
+
+    def _read_index(self) -> dict[str, tuple[WireIndex, WireEntry]]:
         packs = indexref.read(self.cwd, indexref.fetch(self.cwd, self.name))
         idx_dir = self.cache / "idx"
         idx_dir.mkdir(parents=True, exist_ok=True)
@@ -105,8 +109,6 @@ class LfsRemote(RemoteStore):
             for e in index:
                 located.setdefault(e.cid, (index, e))
             self._packs[p.pack_oid] = p
-        with self._lock:
-            self._located = located
         return located
 
     def has_many(self, ids: Iterable[str]) -> set[str]:
@@ -136,13 +138,14 @@ class LfsRemote(RemoteStore):
                 cur.append(e)
             spans.append((pack_oid, cur))
         client = self.client("download")
-        need = [p for p in by_pack if p not in self._spools]
-        if need:
-            objs = [LfsObject(p, index_of[p].pack_size) for p in need]
-            actions = self._wrap(lambda: client.download_actions(objs))
-            work = self.workdir()
-            for o in objs:
-                self._spools[o.oid] = client.range_reader(o, work / f"{o.oid}.pack", actions[o.oid])
+        with self._load_lock:  # one range reader (and at most one whole download) per pack
+            need = [p for p in by_pack if p not in self._spools]
+            if need:
+                objs = [LfsObject(p, index_of[p].pack_size) for p in need]
+                actions = self._wrap(lambda: client.download_actions(objs))
+                work = self.workdir()
+                for o in objs:
+                    self._spools[o.oid] = client.range_reader(o, work / f"{o.oid}.pack", actions[o.oid])
         out: dict[str, bytes] = {}
 
         def read_span(span: tuple[str, list[WireEntry]]) -> dict[str, bytes]:
@@ -219,7 +222,7 @@ class LfsRemote(RemoteStore):
             return
         self._wrap(lambda: indexref.publish(self.cwd, self.name, self._pushed))
         self._pushed = []
-        with self._lock:
+        with self._load_lock:
             self._located = None  # re-read on next use
 
     def _wrap(self, fn):
