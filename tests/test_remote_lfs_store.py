@@ -219,3 +219,34 @@ def test_threads_sharing_one_lfs_remote_get_every_object(tmp_path: Path, lfs_ser
 
     store = ChunkStore(repo / ".git" / "coral")
     assert all(merged[c] == store.read_object_local(c) for c in ids)
+
+
+def test_lazy_checkout_reads_only_needed_ranges_where_range_is_honoured(tmp_path: Path, lfs_server: LfsServer) -> None:  # noqa: F811
+    """Pushed through giftless, read back through a Range-honouring server over the same storage: a
+    checkout of one version downloads ranges of the packs (merged per pack), not whole packs."""
+    from lfs_range_server import RangeServer
+
+    setup_global()
+    repo, bare = make_repo(tmp_path, lfs_server.lfs_url())
+    git(repo, "config", "coral.remoteMaxChain", "0")  # every version a keyframe: versions independent
+    shas = commit_versions(repo, 3, width=512)
+    git(repo, "push", "-q", "origin", "HEAD:main")
+    packs = indexref.read(bare, git(bare, "rev-parse", indexref.REF).strip())
+    pack_bytes = sum(p.pack_size for p in packs)
+    srv = RangeServer(tmp_path / "range", lfs_server.storage / "coral" / "models")
+    try:
+        dest = tmp_path / "clone"
+        proc = subprocess.run(["git", "clone", "-q", "-c", f"lfs.url={srv.lfs_url}", str(bare), str(dest)],
+                              capture_output=True, env={**os.environ, "CORAL_SKIP_SMUDGE": "1"})
+        assert proc.returncode == 0, proc.stderr.decode()
+        _, before, _ = srv.totals()
+        git(dest, "checkout", "-q", "HEAD~2", "--", "model.safetensors")
+        requests, after, ranged = srv.totals()
+        assert sha256(dest / "model.safetensors") == shas[0]
+        assert ranged, "no 206 answer: the client did not use Range"
+        got = after - before
+        index_bytes = sum(p.index_size for p in packs)
+        # one version of three, plus the indexes: well under the whole packs
+        assert got < 0.5 * pack_bytes + index_bytes, (got, pack_bytes)
+    finally:
+        srv.stop()
