@@ -241,7 +241,7 @@ def test_lazy_checkout_reads_only_needed_ranges_where_range_is_honoured(tmp_path
         assert proc.returncode == 0, proc.stderr.decode()
         _, before, _ = srv.totals()
         git(dest, "checkout", "-q", "HEAD~2", "--", "model.safetensors")
-        requests, after, ranged = srv.totals()
+        _requests, after, ranged = srv.totals()
         assert sha256(dest / "model.safetensors") == shas[0]
         assert ranged, "no 206 answer: the client did not use Range"
         got = after - before
