@@ -158,6 +158,9 @@ class LfsRemote(RemoteStore):
                 got[e.cid] = read_object(e, lambda off, n: blob[off - start : off - start + n])
             return got
 
+        if client.range_supported is None and spans:
+            out.update(self._wrap(lambda: read_span(spans[0])))  # learn whether Range is honoured first,
+            spans = spans[1:]  # so that parallel reads never download one whole pack several times
         workers = min(client.concurrency, len(spans)) or 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for part in self._wrap(lambda: list(pool.map(read_span, spans))):
