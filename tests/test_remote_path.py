@@ -215,7 +215,8 @@ def test_push_killed_midway_then_retried(repo: Path, tmp_path: Path) -> None:
 def test_remote_set_and_show(repo: Path, tmp_path: Path) -> None:
     git(repo, "remote", "add", "origin", "https://example.invalid/x.git")
     show = coral(repo, "remote", "show").stdout.decode()
-    assert "origin" in show and "git coral remote set origin" in show
+    # an https remote with no coral store keeps its chunks on the remote's Git LFS server (issue 13)
+    assert "origin" in show and "https://example.invalid/x.git/info/lfs" in show
     store = tmp_path / "chunks"
     coral(repo, "remote", "set", "origin", str(store))
     assert git(repo, "config", "coral.remote.origin.url").strip() == str(store)

@@ -48,6 +48,9 @@ def fetch_objects(store: ChunkStore, remote: RemoteStore, ids: Iterable[str], *,
     staging_dir = store.root / "tmp" / f"fetch-{os.getpid()}-{secrets.token_hex(4)}"
     staging = LooseObjects(staging_dir)
     headers: dict[str, ObjectHeader] = {}
+    prefetch = getattr(remote, "prefetch", None)
+    if prefetch is not None:
+        prefetch(want, store.has)  # a packing store may fetch whole packs in parallel up front
     try:
         with transfer_bar(f"fetching from {remote.name}", progress) as bar:
             task = bar.add_task("fetch", total=len(want), mb=0.0)

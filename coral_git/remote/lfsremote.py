@@ -116,6 +116,45 @@ class LfsRemote(RemoteStore):
         return {c for c in ids if c in located}
 
     # -- download ---------------------------------------------------------------------------------
+    def prefetch(self, ids: Iterable[str], have=lambda _cid: False) -> None:
+        """Before objects ``ids`` are downloaded batch by batch: where the server ignores Range, download
+        every pack they (and their delta chains, read from the indexes) need, in parallel, once."""
+        located = self._wrap(self._load)
+        packs: dict[str, WireIndex] = {}
+        seen: set[str] = set()
+        for cid in ids:
+            cur: str | None = cid
+            while cur is not None and cur not in seen and cur in located and not have(cur):
+                seen.add(cur)
+                index, entry = located[cur]
+                packs.setdefault(index.pack_oid, index)
+                cur = entry.base
+        if not packs:
+            return
+        readers = self._readers(packs)
+        client = self.client("download")
+        order = list(packs)
+        if client.range_supported is None:
+            first = packs[order[0]]
+            e = first.entries[0]
+            self._wrap(lambda: readers[order[0]](e.offset, e.length))  # one read: is Range honoured?
+        if client.range_supported:
+            return  # ranged reads of just the objects needed, batch by batch
+        self._wrap(lambda: client._parallel(lambda oid: readers[oid](0, 1), order))
+
+    def _readers(self, packs: dict[str, WireIndex]) -> dict[str, object]:
+        """A range reader per pack (one per process: a whole pack is downloaded at most once)."""
+        client = self.client("download")
+        with self._load_lock:
+            need = [p for p in packs if p not in self._spools]
+            if need:
+                objs = [LfsObject(p, packs[p].pack_size) for p in need]
+                actions = self._wrap(lambda: client.download_actions(objs))
+                work = self.workdir()
+                for o in objs:
+                    self._spools[o.oid] = client.range_reader(o, work / f"{o.oid}.pack", actions[o.oid])
+            return {p: self._spools[p] for p in packs}
+
     def download(self, ids: list[str]) -> dict[str, bytes]:
         located = self._wrap(self._load)
         by_pack: dict[str, list[WireEntry]] = {}
@@ -138,14 +177,7 @@ class LfsRemote(RemoteStore):
                 cur.append(e)
             spans.append((pack_oid, cur))
         client = self.client("download")
-        with self._load_lock:  # one range reader (and at most one whole download) per pack
-            need = [p for p in by_pack if p not in self._spools]
-            if need:
-                objs = [LfsObject(p, index_of[p].pack_size) for p in need]
-                actions = self._wrap(lambda: client.download_actions(objs))
-                work = self.workdir()
-                for o in objs:
-                    self._spools[o.oid] = client.range_reader(o, work / f"{o.oid}.pack", actions[o.oid])
+        self._readers(index_of)
         out: dict[str, bytes] = {}
 
         def read_span(span: tuple[str, list[WireEntry]]) -> dict[str, bytes]:
