@@ -14,6 +14,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,14 +182,16 @@ def history_pointers(cwd: Path, rev_args: list[str]) -> Iterator[tuple[str, ptr.
 def make_fetcher(repo) -> Callable[[list[str]], None]:
     """A ``ChunkStore.fetcher`` that downloads missing chunks from the default remote, lazily resolved."""
     state: dict[str, RemoteStore | CoralError | None] = {}
+    lock = threading.Lock()  # delayed smudges call this from several threads: resolve the remote once
 
     def fetcher(ids: list[str]) -> None:
-        if "remote" not in state:
-            name = default_remote(repo)
-            try:
-                state["remote"] = resolve(repo, name) if name else None
-            except CoralError as exc:
-                state["remote"] = exc
+        with lock:
+            if "remote" not in state:
+                name = default_remote(repo)
+                try:
+                    state["remote"] = resolve(repo, name) if name else None
+                except CoralError as exc:
+                    state["remote"] = exc
         remote = state["remote"]
         if remote is None:
             return  # no remote at all: smudge reports the chunk missing from the local store
