@@ -53,6 +53,8 @@ def fetch_objects(store: ChunkStore, remote: RemoteStore, ids: Iterable[str], *,
     if prefetch is not None:
         prefetch(want, store.has)  # a packing store may fetch whole packs in parallel up front
     try:
+        # rich allows one live bar per process: delayed smudges (worker threads) fetch without one
+        progress = progress and threading.current_thread() is threading.main_thread()
         with transfer_bar(f"fetching from {remote.name}", progress) as bar:
             task = bar.add_task("fetch", total=len(want), mb=0.0)
             while want:
