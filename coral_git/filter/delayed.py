@@ -29,6 +29,7 @@ class DelayedSmudges:
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="coral-delay")
         self._jobs: dict[str, Future] = {}
         self._reported: set[str] = set()
+        self._pointers: dict[str, bytes] = {}
         self._cond = threading.Condition()
 
     def submit(self, path: str, pointer: bytes) -> None:
@@ -49,6 +50,10 @@ class DelayedSmudges:
                     self._cond.notify_all()
 
         self._jobs[path] = self._pool.submit(run)
+        self._pointers[path] = pointer
+
+    def pointer(self, path: str) -> bytes:
+        return self._pointers[path]
 
     def __contains__(self, path: str) -> bool:
         return path in self._jobs
@@ -68,6 +73,7 @@ class DelayedSmudges:
         """The finished file of ``path`` (the job's exception, re-raised, if it failed)."""
         fut = self._jobs.pop(path)
         self._reported.discard(path)
+        self._pointers.pop(path, None)
         return fut.result()
 
     def close(self) -> None:

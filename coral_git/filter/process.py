@@ -286,7 +286,7 @@ def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
                 wr.flush()
                 continue
             if delayed is not None and command == "smudge" and path in delayed:
-                _serve_delayed(delayed, wr, path)
+                _serve_delayed(flt, delayed, wr, path)
             elif (delayed is not None and command == "smudge" and meta.get("can-delay") == "1"
                   and _worth_delaying(spool)):
                 delayed.submit(path, bytes(spool.view()))
@@ -353,10 +353,20 @@ def _worth_delaying(spool: Spool) -> bool:
     return ptr.looks_like_pointer(bytes(spool.mem))
 
 
-def _serve_delayed(delayed, wr: PktWriter, path: str) -> None:
+def _serve_delayed(flt: Filter, delayed, wr: PktWriter, path: str) -> None:
     """git asks again for a file it was told is ready: stream it from its temp file."""
+    pointer = delayed.pointer(path)
     try:
         done = delayed.take(path)
+    except OSError:
+        # the temp file could not be written (e.g. disk full): smudge straight into git's pipe instead
+        spool = Spool(flt.tmpdir)
+        try:
+            spool.write(pointer)
+            _serve(flt, wr, "smudge", path, spool)
+        finally:
+            spool.close()
+        return
     except Exception as exc:
         _report(exc, path)
         wr.text("status=error")
