@@ -33,7 +33,7 @@ from .lfs.gitconfig import GitConfig
 from .wirepack import DEFAULT_PACK_BYTES, WireEntry, WireIndex, WireItem, build_packs, parse_index, read_object
 
 MERGE_GAP = 64 << 10  # ranged reads of one pack closer than this are merged into one request (<=6% extra bytes per ~1 MiB object)
-MAX_SPAN = 64 << 20  # ... up to this many bytes per request
+MAX_SPAN = 16 << 20  # ... up to this many bytes per request (bounds memory: concurrency x this)
 
 
 class LfsRemote(RemoteStore):
@@ -58,6 +58,8 @@ class LfsRemote(RemoteStore):
         self._spool_file = None
         self._spool_size = 0
         self._pushed: list[indexref.PackRef] = []
+        self._cached: dict[str, tuple] = {}  # cid -> (file, offset, length) read ahead by prefetch
+        self._cache_files: list = []
 
     # -- plumbing --------------------------------------------------------------------------------
     def client(self, operation: str) -> LfsClient:
@@ -139,7 +141,8 @@ class LfsRemote(RemoteStore):
             e = first.entries[0]
             self._wrap(lambda: readers[order[0]](e.offset, e.length))  # one read: is Range honoured?
         if client.range_supported:
-            return  # ranged reads of just the objects needed, batch by batch
+            self._prefetch_ranges(sorted(seen))  # just the objects needed, in few merged reads
+            return
         self._wrap(lambda: client._parallel(lambda oid: readers[oid](0, 1), order))
 
     def _readers(self, packs: dict[str, WireIndex]) -> dict[str, object]:
@@ -155,7 +158,8 @@ class LfsRemote(RemoteStore):
                     self._spools[o.oid] = client.range_reader(o, work / f"{o.oid}.pack", actions[o.oid])
             return {p: self._spools[p] for p in packs}
 
-    def download(self, ids: list[str]) -> dict[str, bytes]:
+    def _plan(self, ids: Iterable[str]) -> tuple[list[tuple[str, list[WireEntry]]], dict[str, WireIndex]]:
+        """Byte spans to read: the objects of ``ids`` grouped per pack, neighbours merged."""
         located = self._wrap(self._load)
         by_pack: dict[str, list[WireEntry]] = {}
         index_of: dict[str, WireIndex] = {}
@@ -176,29 +180,68 @@ class LfsRemote(RemoteStore):
                     cur = []
                 cur.append(e)
             spans.append((pack_oid, cur))
+        return spans, index_of
+
+    def _read_spans(self, spans: list[tuple[str, list[WireEntry]]], index_of: dict[str, WireIndex], sink) -> None:
+        """Read every span (in parallel, after a first read that learns whether Range is honoured, so
+        that no whole pack is downloaded twice) and hand each checked object to ``sink(cid, data)``."""
         client = self.client("download")
         self._readers(index_of)
-        out: dict[str, bytes] = {}
 
-        def read_span(span: tuple[str, list[WireEntry]]) -> dict[str, bytes]:
+        def read_span(span: tuple[str, list[WireEntry]]) -> None:
             pack_oid, entries = span
             start = entries[0].offset
             end = entries[-1].offset + entries[-1].length
             blob = self._spools[pack_oid](start, end - start)  # type: ignore[operator]
-            got = {}
             for e in entries:
-                got[e.cid] = read_object(e, lambda off, n: blob[off - start : off - start + n])
-            return got
+                sink(e.cid, read_object(e, lambda off, n: blob[off - start : off - start + n]))
 
         if client.range_supported is None and spans:
-            out.update(self._wrap(lambda: read_span(spans[0])))  # learn whether Range is honoured first,
-            spans = spans[1:]  # so that parallel reads never download one whole pack several times
+            self._wrap(lambda: read_span(spans[0]))
+            spans = spans[1:]
         workers = min(client.concurrency, len(spans)) or 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for part in self._wrap(lambda: list(pool.map(read_span, spans))):
-                out.update(part)
+            self._wrap(lambda: list(pool.map(read_span, spans)))
         self.bytes_down = client.stats["bytes_down"]
         self.requests = client.stats["requests"]
+
+    def _prefetch_ranges(self, ids: list[str]) -> None:
+        """Range honoured: read every object a fetch will need in few merged requests, into a temp
+        file that ``download`` then serves from (instead of small reads batch by batch)."""
+        spans, index_of = self._plan(ids)
+        path = self.workdir() / f"ranges-{len(self._cache_files)}"
+        f = open(path, "w+b")
+        self._cache_files.append(f)
+        lock = threading.Lock()
+
+        def sink(cid: str, data: bytes) -> None:
+            with lock:
+                f.seek(0, os.SEEK_END)
+                self._cached[cid] = (f, f.tell(), len(data))
+                f.write(data)
+
+        self._read_spans(spans, index_of, sink)
+        f.flush()
+
+    def download(self, ids: list[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        rest = []
+        for cid in dict.fromkeys(ids):
+            hit = self._cached.pop(cid, None)
+            if hit is None:
+                rest.append(cid)
+                continue
+            f, off, n = hit
+            out[cid] = os.pread(f.fileno(), n, off)
+        if rest:
+            spans, index_of = self._plan(rest)
+            lock = threading.Lock()
+
+            def sink(cid: str, data: bytes) -> None:
+                with lock:
+                    out[cid] = data
+
+            self._read_spans(spans, index_of, sink)
         return out
 
     # -- upload -----------------------------------------------------------------------------------
