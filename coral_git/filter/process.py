@@ -288,11 +288,26 @@ def filter_process(fetcher: FetcherFactory | None = None) -> int:
     wr.text("version=2")
     wr.flush()
     caps = rd.read_text_list()
-    for cap in ("clean", "smudge"):
-        if f"capability={cap}" in caps:
+    delay = "capability=delay" in caps and os.environ.get("CORAL_NO_DELAY", "0") in ("", "0")
+    for cap in ("clean", "smudge", "delay"):
+        if f"capability={cap}" in caps and (cap != "delay" or delay):
             wr.text(f"capability={cap}")
     wr.flush()
     flt = Filter(find_repo(), fetcher)
+    delayed = None
+    if delay:
+        from .delayed import DEFAULT_FILES, DelayedSmudges
+
+        files = flt.repo.setting_int("coral.concurrentTransfers", DEFAULT_FILES, 1, 64)
+        delayed = DelayedSmudges(lambda data, path, write: flt.smudge(data, path, write), flt.tmpdir, files)
+    try:
+        return _loop(rd, wr, flt, delayed)
+    finally:
+        if delayed is not None:
+            delayed.close()
+
+
+def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
     while True:
         try:
             header = rd.read_text_list()
@@ -300,6 +315,13 @@ def filter_process(fetcher: FetcherFactory | None = None) -> int:
             return 0
         meta = dict(item.partition("=")[::2] for item in header)
         command, path = meta.get("command", ""), meta.get("pathname", "")
+        if command == "list_available_blobs":
+            for ready in delayed.available() if delayed is not None else []:
+                wr.text(f"pathname={ready}")
+            wr.flush()
+            wr.text("status=success")
+            wr.flush()
+            continue
         spool = flt.spool(command, path)
         failed: OSError | CoralError | None = None
         try:
@@ -317,7 +339,15 @@ def filter_process(fetcher: FetcherFactory | None = None) -> int:
                 wr.text("status=error")
                 wr.flush()
                 continue
-            _serve(flt, wr, command, path, spool)
+            if delayed is not None and command == "smudge" and path in delayed:
+                _serve_delayed(flt, delayed, wr, path)
+            elif (delayed is not None and command == "smudge" and meta.get("can-delay") == "1"
+                  and _worth_delaying(spool)):
+                delayed.submit(path, bytes(spool.view()))
+                wr.text("status=delayed")
+                wr.flush()
+            else:
+                _serve(flt, wr, command, path, spool)
         finally:
             spool.close()
 
@@ -367,6 +397,44 @@ def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) ->
         wr.flush()
     wr.flush()
     wr.flush()
+
+
+def _worth_delaying(spool: Spool) -> bool:
+    """Only pointers go to the background (small content that is not one is passed through at once)."""
+    if spool.file is not None or os.environ.get("CORAL_SKIP_SMUDGE", "0") not in ("", "0"):
+        return False
+    return ptr.looks_like_pointer(bytes(spool.mem))
+
+
+def _serve_delayed(flt: Filter, delayed, wr: PktWriter, path: str) -> None:
+    """git asks again for a file it was told is ready: stream it from its temp file."""
+    pointer = delayed.pointer(path)
+    try:
+        done = delayed.take(path)
+    except OSError:
+        # the temp file could not be written (e.g. disk full): smudge straight into git's pipe instead
+        spool = Spool(flt.tmpdir)
+        try:
+            spool.write(pointer)
+            _serve(flt, wr, "smudge", path, spool)
+        finally:
+            spool.close()
+        return
+    except Exception as exc:
+        _report(exc, path)
+        wr.text("status=error")
+        wr.flush()
+        return
+    try:
+        wr.text("status=success")
+        wr.flush()
+        with open(done, "rb") as f:
+            while block := f.read(1 << 20):
+                wr.data(memoryview(block))
+        wr.flush()
+        wr.flush()
+    finally:
+        done.unlink(missing_ok=True)
 
 
 def single(command: str, path: str, fetcher: FetcherFactory | None = None) -> int:

@@ -18,7 +18,11 @@ DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # coral.workers when unset
 
 
 def run_git(
-    args: Sequence[str], cwd: Path | str | None = None, input: bytes | None = None, stdout: IO[bytes] | int | None = None
+    args: Sequence[str],
+    cwd: Path | str | None = None,
+    input: bytes | None = None,
+    stdout: IO[bytes] | int | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """The one place coral starts the git binary: ``git ARGS`` in ``cwd``, output captured (or streamed
     into ``stdout``, e.g. a big blob into a file), exit status kept.
@@ -26,7 +30,7 @@ def run_git(
     Everything else (``git()``, ``git_value()``, pygit2 for object reads) goes through here or reads objects directly.
     """
     out = subprocess.PIPE if stdout is None else stdout
-    return subprocess.run(["git", *args], cwd=cwd, input=input, stdout=out, stderr=subprocess.PIPE)
+    return subprocess.run(["git", *args], cwd=cwd, input=input, stdout=out, stderr=subprocess.PIPE, env=env)
 
 
 def git_value(args: Sequence[str], cwd: Path | str | None = None) -> str | None:

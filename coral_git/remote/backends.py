@@ -28,41 +28,9 @@ from urllib.parse import unquote, urlparse
 from ..errors import RemoteError, StoreError, UsageError
 from ..git.repo import git_value, run_git
 from ..store.objects import write_atomic
+from .base import RemoteStore
 
 PARALLEL = 16
-
-
-
-class RemoteStore:
-    """Objects of one remote store. Subclasses implement the three operations."""
-
-    def __init__(self, name: str, url: str) -> None:
-        self.name = name
-        self.url = url
-        self.bytes_up = 0
-        self.bytes_down = 0
-        self.requests = 0
-
-    def describe(self) -> str:
-        return f"remote '{self.name}' ({self.url})" if self.name != self.url else f"remote {self.url}"
-
-    def has_many(self, ids: Iterable[str]) -> set[str]:
-        """The subset of ``ids`` that the remote holds."""
-        raise NotImplementedError
-
-    def upload(self, cid: str, data: bytes) -> None:
-        """Store object ``cid`` atomically: readers see nothing or the whole object."""
-        raise NotImplementedError
-
-    def download(self, ids: list[str]) -> dict[str, bytes]:
-        """Objects ``ids``, fetched in parallel; RemoteError naming the first one the remote lacks."""
-        raise NotImplementedError
-
-    def missing(self, cid: str) -> RemoteError:
-        return RemoteError(
-            f"chunk {cid} is missing from {self.describe()}; "
-            "run 'git coral push' from a repository that has it, then retry"
-        )
 
 
 def object_key(cid: str) -> str:
@@ -367,12 +335,35 @@ def resolve(repo, name: str, url: str | None = None) -> RemoteStore:
     if git_url is None:
         raise UsageError(f"no git remote named '{name}'; add one with 'git remote add {name} URL'")
     p = local_path(git_url, cwd)
+    lfs = lfs_store(repo, name, explicit_only=p is not None)
+    if lfs is not None:
+        return lfs
     if p is None:
         raise RemoteError(
             f"git remote '{name}' ({git_url}) has no chunk store; "
             f"set one with 'git coral remote set {name} s3://BUCKET/PREFIX' (or a path)"
         )
     return PathRemote(name, repo_store_dir(p.resolve()))
+
+
+def lfs_store(repo, name: str, explicit_only: bool) -> RemoteStore | None:
+    """The remote's Git LFS server as chunk store: when ``lfs.url``/``remote.NAME.lfsurl`` (or
+    ``.lfsconfig``) names one, or — unless ``explicit_only`` — when the git URL is https/ssh."""
+    from .lfs import LfsEndpointError
+    from .lfs import resolve as resolve_endpoint
+    from .lfs.gitconfig import GitConfig
+    from .lfsremote import LfsRemote
+
+    cwd = repo.worktree or repo.git_dir
+    try:
+        ep = resolve_endpoint(name, "download", GitConfig(cwd))
+    except LfsEndpointError:
+        return None
+    if explicit_only and ep.source == "derived":
+        return None
+    if not ep.url.startswith(("http://", "https://")):
+        return None
+    return LfsRemote(name, cwd, repo.store.root)
 
 
 def default_remote(repo, key: str = "coral.fetchRemote") -> str | None:

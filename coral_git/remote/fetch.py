@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ from ..git.repo import run_git
 from ..store.chunkstore import ChunkStore
 from ..store.objects import LooseObjects, ObjectHeader, unpack_header
 from ..ui import transfer_bar
-from .backends import RemoteStore, default_remote, resolve
+from .backends import default_remote, resolve
+from .base import RemoteStore
 
 BATCH = 32  # objects per download round trip batch (bounded memory: BATCH x object size)
 
@@ -48,7 +50,12 @@ def fetch_objects(store: ChunkStore, remote: RemoteStore, ids: Iterable[str], *,
     staging_dir = store.root / "tmp" / f"fetch-{os.getpid()}-{secrets.token_hex(4)}"
     staging = LooseObjects(staging_dir)
     headers: dict[str, ObjectHeader] = {}
+    prefetch = getattr(remote, "prefetch", None)
+    if prefetch is not None:
+        prefetch(want, store.has)  # a packing store may fetch whole packs in parallel up front
     try:
+        # rich allows one live bar per process: delayed smudges (worker threads) fetch without one
+        progress = progress and threading.current_thread() is threading.main_thread()
         with transfer_bar(f"fetching from {remote.name}", progress) as bar:
             task = bar.add_task("fetch", total=len(want), mb=0.0)
             while want:
@@ -178,14 +185,16 @@ def history_pointers(cwd: Path, rev_args: list[str]) -> Iterator[tuple[str, ptr.
 def make_fetcher(repo) -> Callable[[list[str]], None]:
     """A ``ChunkStore.fetcher`` that downloads missing chunks from the default remote, lazily resolved."""
     state: dict[str, RemoteStore | CoralError | None] = {}
+    lock = threading.Lock()  # delayed smudges call this from several threads: resolve the remote once
 
     def fetcher(ids: list[str]) -> None:
-        if "remote" not in state:
-            name = default_remote(repo)
-            try:
-                state["remote"] = resolve(repo, name) if name else None
-            except CoralError as exc:
-                state["remote"] = exc
+        with lock:
+            if "remote" not in state:
+                name = default_remote(repo)
+                try:
+                    state["remote"] = resolve(repo, name) if name else None
+                except CoralError as exc:
+                    state["remote"] = exc
         remote = state["remote"]
         if remote is None:
             return  # no remote at all: smudge reports the chunk missing from the local store

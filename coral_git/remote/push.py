@@ -19,8 +19,10 @@ from ..errors import CoralError, MissingObjectError, UsageError
 from ..store.chunkstore import ChunkStore
 from ..store.objects import unpack_header
 from ..ui import transfer_bar
-from .backends import RemoteStore, resolve
+from .backends import resolve
+from .base import RemoteStore
 from .fetch import history_pointers
+from .indexref import GUARD as INDEX_GUARD
 
 ZERO = "0" * 40
 BATCH = 32
@@ -158,6 +160,9 @@ def push_chunks(
                 stats.uploaded += len(objs)
                 stats.bytes += sum(len(d) for d in objs.values())
                 bar.update(task, advance=len(objs), mb=stats.bytes / 1e6)
+    flush = getattr(remote, "flush", None)
+    if flush is not None:
+        flush()  # a packing store (LFS) publishes what it queued: nothing is visible before this
     return stats
 
 
@@ -197,7 +202,7 @@ def pre_push(args: list[str], stdin: str) -> int:
     """pre-push step: git gives ``<remote> <url>`` and ``<lref> <lsha> <rref> <rsha>`` lines."""
     from ..git.repo import find_repo
 
-    if os.environ.get("CORAL_SKIP_PUSH"):
+    if os.environ.get("CORAL_SKIP_PUSH") or os.environ.get(INDEX_GUARD):  # the index ref's own push
         return 0
     name = args[0] if args else "origin"
     url = args[1] if len(args) > 1 else None

@@ -215,7 +215,8 @@ def test_push_killed_midway_then_retried(repo: Path, tmp_path: Path) -> None:
 def test_remote_set_and_show(repo: Path, tmp_path: Path) -> None:
     git(repo, "remote", "add", "origin", "https://example.invalid/x.git")
     show = coral(repo, "remote", "show").stdout.decode()
-    assert "origin" in show and "git coral remote set origin" in show
+    # an https remote with no coral store keeps its chunks on the remote's Git LFS server (issue 13)
+    assert "origin" in show and "https://example.invalid/x.git/info/lfs" in show
     store = tmp_path / "chunks"
     coral(repo, "remote", "set", "origin", str(store))
     assert git(repo, "config", "coral.remote.origin.url").strip() == str(store)
@@ -276,7 +277,8 @@ def test_disk_full_on_the_remote_and_locally(shared: tuple[Path, Path, list[str]
     proc = subprocess.run(["git", "clone", "-q", str(bare), str(clone)], capture_output=True, text=True)
     assert proc.returncode != 0
     msgs = [ln for ln in proc.stderr.splitlines() if ln.startswith("coral:")]
-    assert msgs and "disk full" in msgs[0] and "free space" in msgs[0]
+    # files are smudged concurrently (delay): another file's "fetched" line may come first
+    assert any("disk full" in m and "free space" in m for m in msgs), msgs
     big = clone / "big.safetensors"
     assert not big.exists() or big.read_bytes().startswith(b"coral-pointer") or big.stat().st_size == 0
 

@@ -1,0 +1,582 @@
+"""A Git LFS client: the batch API and the basic transfer adapter, with retries, auth and ranged reads.
+
+Objects are ``(oid, size)`` with oid the sha256 of the exact bytes (the LFS spec). Uploads stream
+from files; downloads stream to a temp file next to the destination, are checked against oid and size,
+then renamed — so nothing half-written is ever visible locally, whatever the server does.
+
+HTTP goes through ``requests`` (urllib3 underneath): connection pooling per thread, streamed request
+bodies with a Content-Length, and the proxy/CA environment (``HTTPS_PROXY``, ``NO_PROXY``,
+``REQUESTS_CA_BUNDLE``) that users behind corporate proxies already set.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import secrets
+import shlex
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from . import credentials
+from .endpoint import Endpoint
+from .errors import LfsAuthError, LfsError, LfsIntegrityError, LfsUnreachableError
+from .gitconfig import GitConfig
+
+MEDIA_TYPE = "application/vnd.git-lfs+json"
+BATCH_LIMIT = 100  # objects per batch request, as git-lfs sends them
+DEFAULT_CONCURRENCY = 8  # git-lfs's lfs.concurrenttransfers default
+BLOCK = 1 << 20
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LfsObject:
+    """An LFS object: lowercase hex sha256 of its bytes, and its exact size."""
+
+    oid: str
+    size: int
+
+    @classmethod
+    def of_file(cls, path: str | Path) -> LfsObject:
+        h = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as f:
+            while block := f.read(BLOCK):
+                h.update(block)
+                size += len(block)
+        return cls(h.hexdigest(), size)
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> LfsObject:
+        return cls(hashlib.sha256(data).hexdigest(), len(data))
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    href: str
+    headers: dict[str, str]
+
+
+class _FileBody:
+    """A file read in blocks for a streamed PUT; ``len`` gives requests the Content-Length."""
+
+    def __init__(self, path: Path, size: int, progress: Progress | None) -> None:
+        self.f = open(path, "rb")
+        self.left = size
+        self.progress = progress
+
+    def __len__(self) -> int:
+        return self.left
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.f.read(n)
+        self.left -= len(data)
+        if data and self.progress:
+            self.progress(len(data))
+        return data
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class LfsClient:
+    """One remote's LFS endpoint. Thread-safe; transfers run ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        remote: str = "",
+        config: GitConfig | None = None,
+        concurrency: int | None = None,
+        retries: int = 5,
+        backoff: float = 0.25,
+        timeout: tuple[float, float] = (15.0, 120.0),
+    ) -> None:
+        self.endpoint = endpoint
+        self.remote = remote or endpoint.url
+        self.config = config or GitConfig()
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self.concurrency = concurrency or _concurrency(self.config)
+        self.verify_tls = _tls_verify(self.config, endpoint.url)
+        self.range_supported: bool | None = None  # learnt from the first ranged read
+        self.stats = {"requests": 0, "retries": 0, "bytes_up": 0, "bytes_down": 0}
+        self._local = threading.local()
+        self._auth_lock = threading.Lock()
+        self._cred: credentials.Credential | None = None
+        self._cred_approved = False
+        self._stats_lock = threading.Lock()
+        self._extra = _extra_header_config(self.config)
+        self._apis: dict[str, Endpoint] = {}  # per operation: the endpoint after git-lfs-authenticate (ssh)
+        self._origins = {_origin(endpoint.url)}
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def _where(self) -> str:
+        return f"remote '{self.remote}' ({self.endpoint.url})" if self.remote != self.endpoint.url else f"LFS server {self.endpoint.url}"
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            s.verify = self.verify_tls
+            s.trust_env = True
+            self._local.session = s
+        return s
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] += n
+
+    def _same_origin(self, url: str) -> bool:
+        """Whether ``url`` is on the LFS server itself (credentials go there, never to a storage href)."""
+        return _origin(url) in self._origins
+
+    def _api(self, operation: str) -> Endpoint:
+        """The batch endpoint for ``operation``: for an ssh remote, what ``git-lfs-authenticate`` grants
+        (asked once per operation, as git-lfs does; its headers then authenticate every batch request)."""
+        if self.endpoint.ssh is None:
+            return self.endpoint
+        with self._auth_lock:
+            ep = self._apis.get(operation)
+            if ep is None:
+                ep = self.endpoint.authenticated(operation, _ssh_command(self.config), self.remote)
+                self._apis[operation] = ep
+                self._origins.add(_origin(ep.url))
+            return ep
+
+    def _headers(self, url: str, extra: dict[str, str], method: str = "GET") -> dict[str, str]:
+        """http.extraHeader for ``url``, then the caller's headers, then credentials if none says otherwise."""
+        headers = dict(_extra_headers(self._extra, url))
+        if self._same_origin(url):
+            headers.update(self.endpoint.headers)
+            # an ssh grant authenticates transfers on the LFS host too (hrefs without headers of their own)
+            grant = self._apis.get("download" if method == "GET" else "upload")
+            if grant is not None and _origin(grant.url) == _origin(url):
+                headers.update(grant.headers)
+        headers.update(extra)
+        if self._cred is not None and self._same_origin(url) and not any(k.lower() == "authorization" for k in headers):
+            token = base64.b64encode(f"{self._cred.username}:{self._cred.password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return headers
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None = None,
+        body: Callable[[], object] | None = None,
+        stream: bool = False,
+        what: str = "request",
+    ) -> requests.Response:
+        """One HTTP exchange with retries (connection errors, 5xx, 429) and the 401 credential dance."""
+        attempt = 0
+        auth_tries = 0
+        while True:
+            data = body() if body else None
+            try:
+                self._count("requests")
+                resp = self._session().request(
+                    method, url, headers=self._headers(url, headers or {}, method), data=data,
+                    stream=stream, timeout=self.timeout, allow_redirects=True,
+                )
+            except (requests.ConnectionError, requests.Timeout) as e:
+                if attempt >= self.retries:
+                    raise LfsUnreachableError(
+                        f"cannot reach {self._where} for {what} after {attempt + 1} tries ({type(e).__name__}); "
+                        "check the network and the LFS URL (git config lfs.url), then retry"
+                    ) from e
+                attempt += 1
+                self._sleep(attempt)
+                continue
+            finally:
+                if data is not None and hasattr(data, "close"):
+                    data.close()
+            if resp.status_code == 401 and self._same_origin(url):
+                resp.close()
+                auth_tries += 1
+                self._on_401(auth_tries)
+                continue
+            if resp.status_code in RETRY_STATUS and attempt < self.retries:
+                resp.close()
+                attempt += 1
+                self._sleep(attempt, resp.headers.get("Retry-After"))
+                continue
+            if resp.status_code == 403:
+                resp.close()
+                raise LfsAuthError(
+                    f"{self._where} refused {what} (403 Forbidden); check that your account may "
+                    f"{'write to' if method == 'PUT' else 'read'} this repository"
+                )
+            if 200 <= resp.status_code < 300 and self._cred is not None and not self._cred_approved:
+                with self._auth_lock:
+                    if not self._cred_approved:
+                        credentials.approve(self._cred, self.config)
+                        self._cred_approved = True
+            return resp
+
+    def _on_401(self, tries: int) -> None:
+        """First 401: ask git for credentials; a 401 with credentials: reject them and fail."""
+        with self._auth_lock:
+            if self._cred is not None and tries > 1:
+                cred, self._cred = self._cred, None
+                credentials.reject(cred, self.config)
+                user = f" for user '{cred.username}'" if cred.username else ""
+                raise LfsAuthError(
+                    f"{self._where} refused the credentials{user}; update them in your credential helper "
+                    "(or token) and retry"
+                )
+            if self._cred is None:
+                cred = credentials.fill(self.endpoint.url, self.config)
+                if cred is None:
+                    raise LfsAuthError(
+                        f"{self._where} asks for credentials and git has none; set up a credential helper "
+                        "or token for this host (git config credential.helper …) and retry"
+                    )
+                self._cred = cred
+                self._cred_approved = False
+
+    def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        self._count("retries")
+        if retry_after and retry_after.isdigit():
+            time.sleep(min(float(retry_after), 30.0))
+            return
+        time.sleep(min(self.backoff * (2 ** (attempt - 1)), 8.0) * (0.75 + random.random() / 2))
+
+    # -- batch API ----------------------------------------------------------------------------
+    def batch(self, operation: str, objects: list[LfsObject]) -> dict[str, dict]:
+        """``POST objects/batch`` (split into requests of 100); the response object of each oid."""
+        out: dict[str, dict] = {}
+        for i in range(0, len(objects), BATCH_LIMIT):
+            part = objects[i : i + BATCH_LIMIT]
+            payload = {
+                "operation": operation,
+                "transfers": ["basic"],
+                "objects": [{"oid": o.oid, "size": o.size} for o in part],
+                "hash_algo": "sha256",
+            }
+            api = self._api(operation)
+            resp = self._request(
+                "POST", f"{api.url}/objects/batch",
+                headers={**api.headers, "Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE},
+                body=lambda payload=payload: _json_bytes(payload), what=f"the {operation} batch request",
+            )
+            with resp:
+                if resp.status_code in (404, 422) and operation == "download" and _is_lfs_json(resp):
+                    # giftless answers the whole batch 404 when no object exists, 422 when every object
+                    # is missing or has another size (a half-written upload): none is available
+                    continue
+                if resp.status_code != 200:
+                    raise LfsError(f"{self._where} answered {resp.status_code} to the {operation} batch request: {_message(resp)}")
+                try:
+                    answer = resp.json()
+                except ValueError as e:
+                    raise LfsError(f"{self._where} answered the batch request with no JSON; is lfs.url right?") from e
+            transfer = answer.get("transfer") or "basic"
+            if transfer != "basic":
+                raise LfsError(f"{self._where} chose transfer '{transfer}'; only 'basic' is supported")
+            for obj in answer.get("objects") or []:
+                out[obj.get("oid", "")] = obj
+        return out
+
+    def has(self, objects: Iterable[LfsObject]) -> set[str]:
+        """Oids the server holds (with that exact size), by a download batch: read access is enough."""
+        objects = list(objects)
+        answer = self.batch("download", objects)
+        return {o.oid for o in objects if "download" in (answer.get(o.oid, {}).get("actions") or {})}
+
+    # -- upload -------------------------------------------------------------------------------
+    def upload(self, files: Iterable[tuple[LfsObject, Path]], progress: Progress | None = None) -> list[str]:
+        """Upload each (object, file) the server lacks; return the oids actually sent.
+
+        An object answered without actions is already on the server. Each PUT streams the file, then
+        the ``verify`` action (if any) confirms the server holds exactly ``size`` bytes under ``oid``.
+        """
+        files = list(files)
+        by_oid = {o.oid: (o, p) for o, p in files}
+        answer = self.batch("upload", [o for o, _ in files])
+        todo = []
+        for oid, (obj, path) in by_oid.items():
+            resp = answer.get(oid)
+            if resp is None:
+                raise LfsError(f"{self._where} left object {oid} out of its batch answer")
+            if resp.get("error"):
+                raise LfsError(f"{self._where} refuses to store object {oid}: {resp['error'].get('message', resp['error'])}")
+            actions = resp.get("actions") or {}
+            if "upload" in actions:
+                todo.append((obj, path, _action(actions["upload"]), _action(actions["verify"]) if "verify" in actions else None))
+        self._parallel(lambda t: self._put(*t, progress), todo)
+        return [t[0].oid for t in todo]
+
+    def _put(self, obj: LfsObject, path: Path, up: Action, verify: Action | None, progress: Progress | None) -> None:
+        size = os.path.getsize(path)
+        if size != obj.size:
+            raise LfsError(f"internal error: {path} has {size} bytes, not the {obj.size} announced for {obj.oid}")
+        headers = {"Content-Type": "application/octet-stream", **up.headers}
+        resp = self._request("PUT", up.href, headers, body=lambda: _FileBody(path, size, progress), what=f"upload of {obj.oid[:12]}")
+        with resp:
+            if not 200 <= resp.status_code < 300:
+                raise LfsError(f"{self._where} answered {resp.status_code} to the upload of object {obj.oid}: {_message(resp)}")
+        self._count("bytes_up", size)
+        if verify is not None:
+            resp = self._request(
+                "POST", verify.href, {"Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE, **verify.headers},
+                body=lambda: _json_bytes({"oid": obj.oid, "size": obj.size}), what=f"verify of {obj.oid[:12]}",
+            )
+            with resp:
+                if not 200 <= resp.status_code < 300:
+                    raise LfsError(f"{self._where} could not verify object {obj.oid} after upload ({resp.status_code}); retry the push")
+
+    # -- download -----------------------------------------------------------------------------
+    def download_actions(self, objects: list[LfsObject]) -> dict[str, Action]:
+        """The download action of each object; LfsError naming the first one the server lacks."""
+        answer = self.batch("download", objects)
+        out = {}
+        for o in objects:
+            resp = answer.get(o.oid) or {}
+            actions = resp.get("actions") or {}
+            if "download" not in actions:
+                err = (resp.get("error") or {}).get("message", "not on the server")
+                raise LfsError(f"{self._where} does not have object {o.oid} ({err}); push it from a repository that has it")
+            out[o.oid] = _action(actions["download"])
+        return out
+
+    def download(self, objects: Iterable[tuple[LfsObject, Path]], progress: Progress | None = None) -> None:
+        """Download each object to its path (verified, atomically renamed), ``concurrency`` at a time."""
+        pairs = list(objects)
+        actions = self.download_actions([o for o, _ in pairs])
+        self._parallel(lambda t: self._get(t[0], actions[t[0].oid], t[1], progress), pairs)
+
+    def _get(self, obj: LfsObject, action: Action, dest: Path, progress: Progress | None) -> None:
+        dest = Path(dest)
+        attempt = 0
+        while True:
+            tmp = dest.parent / f".tmp-lfs-{os.getpid()}-{secrets.token_hex(6)}"
+            try:
+                resp = self._request("GET", action.href, action.headers, stream=True, what=f"download of {obj.oid[:12]}")
+                with resp:
+                    if resp.status_code != 200:
+                        raise LfsError(f"{self._where} answered {resp.status_code} to the download of {obj.oid}: {_message(resp)}")
+                    h = hashlib.sha256()
+                    n = 0
+                    with open(tmp, "wb") as f:
+                        for block in resp.iter_content(BLOCK):
+                            h.update(block)
+                            f.write(block)
+                            n += len(block)
+                            if progress:
+                                progress(len(block))
+                self._count("bytes_down", n)
+                if n != obj.size or h.hexdigest() != obj.oid:
+                    raise LfsIntegrityError(
+                        f"{self._where} sent {n} bytes for object {obj.oid} that do not match its oid/size; "
+                        "the server copy may be damaged: push it again from a repository that has it"
+                    )
+                os.replace(tmp, dest)
+                return
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+                # the body broke off mid-stream: start this object again
+                if attempt >= self.retries:
+                    raise LfsUnreachableError(f"download of {obj.oid} from {self._where} kept breaking off ({type(e).__name__}); retry later") from e
+                attempt += 1
+                self._sleep(attempt)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    def range_reader(self, obj: LfsObject, spool: Path, action: Action | None = None) -> Callable[[int, int], bytes]:
+        """A ``(offset, length) -> bytes`` reader over one object (a wire pack): ranged GETs while the
+        server honours Range; the first time it answers 200 instead, the whole object is kept (verified)
+        at ``spool`` and every later read is local — a pack is downloaded at most once either way."""
+        lock = threading.Lock()
+        state: dict[str, Action | None] = {"action": action}
+
+        def read(offset: int, length: int) -> bytes:
+            with lock:
+                if not spool.exists() and state["action"] is None:
+                    state["action"] = self.download_actions([obj])[obj.oid]
+            if not spool.exists() and self.range_supported is not False:
+                return self.read_range(obj, offset, length, state["action"], spool)
+            with lock:  # Range known to be ignored: one whole download, then local reads
+                if not spool.exists():
+                    self._get(obj, state["action"], spool, None)  # type: ignore[arg-type]
+            with open(spool, "rb") as f:
+                f.seek(offset)
+                return f.read(length)
+
+        return read
+
+    def read_range(
+        self, obj: LfsObject, start: int, length: int, action: Action | None = None, spool: Path | None = None,
+    ) -> bytes:
+        """Bytes ``[start, start+length)`` of an object: an HTTP ``Range`` GET where the server honours
+        it (206); where it answers 200 the whole object is read (and its sha256 checked), keeping the
+        slice — and the whole object at ``spool`` when given. ``range_supported`` records which happened.
+        """
+        if start < 0 or length < 0 or start + length > obj.size:
+            raise ValueError(f"range {start}+{length} is outside object {obj.oid} of {obj.size} bytes")
+        if length == 0:
+            return b""
+        if action is None:
+            action = self.download_actions([obj])[obj.oid]
+        end = start + length - 1
+        attempt = 0
+        while True:
+            try:
+                resp = self._request(
+                    "GET", action.href, {**action.headers, "Range": f"bytes={start}-{end}"}, stream=True,
+                    what=f"ranged read of {obj.oid[:12]}",
+                )
+                with resp:
+                    if resp.status_code == 206:
+                        got = resp.headers.get("Content-Range", "")
+                        data = resp.raw.read(length + 1, decode_content=True)
+                        if not got.startswith(f"bytes {start}-{end}/") or len(data) != length:
+                            raise LfsIntegrityError(f"{self._where} answered a ranged read of {obj.oid} with the wrong bytes ({got!r})")
+                        self.range_supported = True
+                        self._count("bytes_down", length)
+                        return data
+                    if resp.status_code != 200:
+                        raise LfsError(f"{self._where} answered {resp.status_code} to the download of {obj.oid}: {_message(resp)}")
+                    self.range_supported = False
+                    return self._slice_of_whole(obj, resp, start, length, spool)
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+                if attempt >= self.retries:
+                    raise LfsUnreachableError(f"download of {obj.oid} from {self._where} kept breaking off ({type(e).__name__}); retry later") from e
+                attempt += 1
+                self._sleep(attempt)
+
+    def _slice_of_whole(
+        self, obj: LfsObject, resp: requests.Response, start: int, length: int, spool: Path | None,
+    ) -> bytes:
+        h = hashlib.sha256()
+        n = 0
+        parts = []
+        tmp = spool.parent / f".tmp-lfs-{os.getpid()}-{secrets.token_hex(6)}" if spool is not None else None
+        try:
+            with open(tmp, "wb") if tmp is not None else nullcontext() as f:
+                for block in resp.iter_content(BLOCK):
+                    h.update(block)
+                    if f is not None:
+                        f.write(block)
+                    lo, hi = max(start - n, 0), min(start + length - n, len(block))
+                    if lo < hi:
+                        parts.append(block[lo:hi])
+                    n += len(block)
+            self._count("bytes_down", n)
+            if n != obj.size or h.hexdigest() != obj.oid:
+                raise LfsIntegrityError(f"{self._where} sent {n} bytes for object {obj.oid} that do not match its oid/size")
+            if tmp is not None and spool is not None:
+                os.replace(tmp, spool)
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        return b"".join(parts)
+
+    # -- concurrency --------------------------------------------------------------------------
+    def _parallel(self, fn: Callable, items: list) -> None:
+        """Run ``fn`` over items, ``concurrency`` at a time; the first error cancels what has not started."""
+        if not items:
+            return
+        if self.concurrency <= 1 or len(items) == 1:
+            for it in items:
+                fn(it)
+            return
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            futures = [pool.submit(fn, it) for it in items]
+            try:
+                for fut in futures:
+                    fut.result()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+
+
+def _action(a: dict) -> Action:
+    return Action(a["href"], {str(k): str(v) for k, v in (a.get("header") or {}).items()})
+
+
+def _json_bytes(payload: dict) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def _is_lfs_json(resp: requests.Response) -> bool:
+    try:
+        return isinstance(resp.json(), dict)
+    except ValueError:
+        return False
+
+
+def _message(resp: requests.Response) -> str:
+    try:
+        return str(resp.json().get("message", "")).splitlines()[0][:200] or resp.reason
+    except (ValueError, AttributeError, IndexError):
+        return resp.reason or ""
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    u = urlsplit(url)
+    return (u.scheme, u.hostname, u.port)
+
+
+def _ssh_command(config: GitConfig) -> str:
+    """The ssh program as git picks it: GIT_SSH_COMMAND, core.sshCommand, GIT_SSH, then ``ssh``."""
+    if os.environ.get("GIT_SSH_COMMAND"):
+        return os.environ["GIT_SSH_COMMAND"]
+    value = config.get("core.sshcommand")
+    if value:
+        return value
+    if os.environ.get("GIT_SSH"):
+        return shlex.quote(os.environ["GIT_SSH"])
+    return "ssh"
+
+
+def _concurrency(config: GitConfig) -> int:
+    for key in ("coral.concurrenttransfers", "lfs.concurrenttransfers"):
+        value = config.get(key)
+        if value and value.strip().isdigit() and int(value) > 0:
+            return int(value)
+    return DEFAULT_CONCURRENCY
+
+
+def _tls_verify(config: GitConfig, url: str) -> bool | str:
+    """``http.sslVerify`` (and GIT_SSL_NO_VERIFY) as git reads them; ``http.sslCAInfo`` as a CA bundle."""
+    if os.environ.get("GIT_SSL_NO_VERIFY"):
+        return False
+    if not config.get_bool_urlmatch("http.sslverify", url, True):
+        return False
+    return config.get_urlmatch("http.sslcainfo", url) or True
+
+
+def _extra_header_config(config: GitConfig) -> list[tuple[str, str]]:
+    """Every ``http[.<url>].extraHeader`` setting, read once per client."""
+    return config.get_regexp(r"^http\..*extraheader$")
+
+
+def _extra_headers(settings: list[tuple[str, str]], url: str) -> list[tuple[str, str]]:
+    """The extra headers whose ``http.<url>`` scope is a prefix of ``url`` (or that have no scope)."""
+    out = []
+    for key, value in settings:
+        scope = key[len("http.") : -len(".extraheader")] if key != "http.extraheader" else ""
+        if scope and not url.startswith(scope):
+            continue
+        name, sep, val = value.partition(":")
+        if sep and name.strip():
+            out.append((name.strip(), val.strip()))
+    return out
