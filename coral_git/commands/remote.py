@@ -122,21 +122,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _rewrite(repo, path: str, p) -> None:
-    """Replace the pointer file at ``path`` by its content: temp file in the same directory, then rename."""
-    import os
-    import secrets
+    """Replace the pointer file at ``path`` by its content: temp file beside it, fsync, rename."""
+    from ..git.direct import write_file
 
-    from ..filter.smudge import smudge
-
-    final = repo.worktree / path
-    tmp = final.parent / f".{final.name}.coral-{secrets.token_hex(4)}"
-    try:
-        with open(tmp, "wb") as f:
-            smudge(p, repo.store, f.write, path=path, workers=repo.workers)
-        os.chmod(tmp, os.stat(final).st_mode & 0o7777)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(repo, path, p)
 
 
 def _fetch(repo, name: str, rev: str, include: list[str]):

@@ -17,6 +17,7 @@ import xxhash
 from ..core import pointer as ptr
 from ..core.mapped import MappedFile
 from ..errors import CoralError, FormatError, PointerError, StoreError
+from ..git import direct
 from ..git.repo import Repo, find_repo
 from ..store.recent import RecentTensors
 from ..ui import log
@@ -132,6 +133,7 @@ class Filter:
         self.recent = RecentTensors(repo.store_root / "recent")
         self.tmpdir = str(repo.store_root / "tmp")
         self._index = None
+        self.pending: direct.Pending | None = None
         from ..remote.fetch import make_fetcher
 
         self.store.fetcher = make_fetcher(repo)  # missing chunks come from the remote store on demand
@@ -191,7 +193,20 @@ class Filter:
             raise PointerError(
                 f"the stored pointer is damaged ({exc}); restore it, e.g. 'git checkout <good-rev> -- {path}'"
             ) from None
+        if path and direct.wants_direct(self.repo, p):
+            # too large to pass through git's memory: git gets the pointer, coral writes the file
+            # itself once git is done (see git/direct.py)
+            if self.pending is None:
+                self.pending = direct.Pending(self.repo)
+            self.pending.add(path, p)
+            write(memoryview(bytes(view)))
+            return
         smudge(p, self.store, write, path=path, workers=self.repo.workers)
+
+    def finish(self) -> None:
+        """Write the files handed to git as pointers (git waits for its filter to exit)."""
+        if self.pending is not None:
+            self.pending.finish()
 
     def spool(self, command: str = "", path: str = "") -> Spool:
         """Where the content of one file goes; for clean, large safetensors files stream instead."""
@@ -243,6 +258,7 @@ def filter_process() -> int:
         try:
             header = rd.read_text_list()
         except EOFError:
+            flt.finish()
             return 0
         meta = dict(item.partition("=")[::2] for item in header)
         command, path = meta.get("command", ""), meta.get("pathname", "")

@@ -22,7 +22,7 @@ def _load_steps() -> None:
     """Import the modules that register hook steps (they are optional features)."""
     import importlib
 
-    for mod in ("coral_git.remote.push",):
+    for mod in ("coral_git.remote.push", "coral_git.git.direct"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

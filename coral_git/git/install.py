@@ -12,7 +12,7 @@ from .repo import Repo, git
 DEFAULT_PATTERNS = ("*.safetensors", "*.pt", "*.pth", "*.bin", "*.ckpt")
 ATTRS = "filter=coral diff=coral merge=coral -text"
 HOOK_MARK = "# coral-git hook"
-HOOKS = ("pre-push",)
+HOOKS = ("pre-push", "post-checkout", "post-merge", "post-rewrite")
 
 CONFIG = {
     "filter.coral.process": "git-coral filter-process",
@@ -74,7 +74,21 @@ def tracked(worktree: Path) -> list[str]:
     return [ln.split()[0] for ln in path.read_text().splitlines() if "filter=coral" in ln and ln.split()]
 
 
+# A shell test that must hold for coral's step to run at all: these hooks run on every checkout,
+# merge and rebase, and starting Python costs more than the whole step usually does.
+HOOK_GUARDS = {
+    # direct checkout (git/direct.py): only when a filter process died with files pending
+    name: 'd="$(git rev-parse --git-dir)/coral-direct"; for f in "$d"/*; do '
+    '[ -e "$f" ] && ! kill -0 "${f##*/}" 2>/dev/null && exit 0; done; exit 1'
+    for name in ("post-checkout", "post-merge", "post-rewrite")
+}
+
+
 def hook_script(name: str) -> str:
+    guard = HOOK_GUARDS.get(name)
+    step = f"""printf '%s\\n' "$input" | git-coral hook {name} "$@\""""
+    if guard:
+        step = f"if ( {guard} ); then\n  {step}\nfi"
     return f"""#!/bin/sh
 {HOOK_MARK}: runs any hook that was here before, then coral-git's own step.
 # The earlier hook, if any, was kept as {name}.pre-coral next to this file.
@@ -83,7 +97,7 @@ input=$(cat)
 if [ -x "$hookdir/{name}.pre-coral" ]; then
   printf '%s\\n' "$input" | "$hookdir/{name}.pre-coral" "$@" || exit $?
 fi
-printf '%s\\n' "$input" | git-coral hook {name} "$@"
+{step}
 """
 
 
