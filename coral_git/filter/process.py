@@ -22,6 +22,7 @@ from ..git.repo import Repo, find_repo
 from ..store.recent import RecentTensors
 from ..ui import log
 from .clean import clean
+from .fresh import FreshSpool, fresh_pointers
 from .pktline import PktReader, PktWriter
 from .smudge import smudge
 from .streamclean import Fallback, StreamingClean
@@ -134,6 +135,7 @@ class Filter:
         self.tmpdir = str(repo.store_root / "tmp")
         self._index = None
         self.pending: direct.Pending | None = None
+        self.fresh = fresh_pointers(repo.chunk_bytes)  # files a direct checkout just wrote
         from ..remote.fetch import make_fetcher
 
         self.store.fetcher = make_fetcher(repo)  # missing chunks come from the remote store on demand
@@ -208,8 +210,10 @@ class Filter:
         if self.pending is not None:
             self.pending.finish()
 
-    def spool(self, command: str = "", path: str = "") -> Spool:
+    def spool(self, command: str = "", path: str = "") -> Spool | FreshSpool:
         """Where the content of one file goes; for clean, large safetensors files stream instead."""
+        if command == "clean" and path in self.fresh:
+            return FreshSpool(self.fresh[path], path)
         if command != "clean" or os.environ.get("CORAL_NO_STREAM"):
             return Spool(self.tmpdir)
 
@@ -284,7 +288,7 @@ def filter_process() -> int:
             spool.close()
 
 
-def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) -> None:
+def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool | FreshSpool) -> None:
     if command == "clean":
         try:
             streamed = spool.streamed()

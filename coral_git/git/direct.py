@@ -138,7 +138,7 @@ def materialize(repo: Repo, items: list[tuple[str, ptr.Pointer]]) -> int:
             log(f"{path}: left as a pointer ({exc}); {FINISH}")
     if done:
         staged = index_pointers(repo, [path for path, _ in done])
-        fresh = [path for path, p in done if staged.get(path) == p]
+        fresh = [(path, p) for path, p in done if staged.get(path) == p]
         if fresh:
             refresh_index(repo, fresh)
     return failed
@@ -262,16 +262,26 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def refresh_index(repo: Repo, paths: list[str]) -> None:
+def refresh_index(repo: Repo, items: list[tuple[str, ptr.Pointer]]) -> None:
     """Record the new files' stat data in the index, so ``git status`` is clean without re-hashing.
 
     ``git update-index --refresh`` cannot do it: the index holds the pointer's size, and git takes
     a size change for a modification without looking. Re-adding the paths runs clean once (one
     hash pass; every chunk is already stored, so the blob is the same pointer). A failure (the
     index is locked by a running git) is harmless: ``git status`` then re-hashes the file.
+    Clean of these paths only hashes the bytes (filter/fresh.py).
     """
-    env = {**os.environ, "CORAL_DIRECT_ACTIVE": "1"}
-    subprocess.run(["git", "update-index", "-q", "--", *paths], cwd=repo.worktree, capture_output=True, env=env)
+    from ..filter.fresh import ENV
+
+    fresh = repo.store_root / "tmp" / f"direct-fresh-{os.getpid()}"
+    fresh.parent.mkdir(parents=True, exist_ok=True)
+    fresh.write_bytes(b"".join(path.encode("utf-8", "surrogateescape") + b"\0" + p.encode() + b"\0" for path, p in items))
+    env = {**os.environ, "CORAL_DIRECT_ACTIVE": "1", ENV: str(fresh)}
+    try:
+        subprocess.run(["git", "update-index", "-q", "--", *(path for path, _ in items)],
+                       cwd=repo.worktree, capture_output=True, env=env)
+    finally:
+        fresh.unlink(missing_ok=True)
 
 
 # -- hooks ------------------------------------------------------------------------------------------
