@@ -43,22 +43,29 @@ GIT_ENV = {
 
 
 # -- the model ------------------------------------------------------------------------------------
-def write_model(path: Path, n: int, version: dict[int, int]) -> None:
-    """n tensors; tensor i is the base tensor nudged ``version[i]`` times (0 = base)."""
+def write_models(files: dict[Path, set[int]], n: int) -> None:
+    """n tensors per file; in each file the tensors in its set are nudged (v2), the others are v1.
+
+    All files are written in one pass, so each tensor is generated once.
+    """
     header: dict[str, object] = {}
     for i in range(n):
         header[f"layers.{i}.weight"] = {"dtype": "F32", "shape": [ROWS, ROWS], "data_offsets": [i * TENSOR_BYTES, (i + 1) * TENSOR_BYTES]}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
+    outs = {path: open(path, "wb") for path in files}  # closed below
+    try:
+        for f in outs.values():
+            f.write(struct.pack("<Q", len(raw)) + raw)
         for i in range(n):
-            rng = np.random.default_rng(i)
-            w = rng.standard_normal((ROWS, ROWS), dtype=np.float32) * np.float32(0.02)
-            for v in range(1, version.get(i, 0) + 1):
-                noise = np.random.default_rng(1000 * v + i).standard_normal((ROWS, ROWS), dtype=np.float32)
-                w += np.float32(1e-3) * noise * np.abs(w)
-            f.write(memoryview(w).cast("B"))
+            w1 = np.random.default_rng(i).standard_normal((ROWS, ROWS), dtype=np.float32) * np.float32(0.02)
+            noise = np.random.default_rng(1000 + i).standard_normal((ROWS, ROWS), dtype=np.float32)
+            w2 = w1 + np.float32(1e-3) * noise * np.abs(w1)
+            for path, f in outs.items():
+                f.write(memoryview(w2 if i in files[path] else w1).cast("B"))
+    finally:
+        for f in outs.values():
+            f.close()
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -193,7 +200,7 @@ def steps(tool: str, root: Path, models: dict[str, Path], env: dict[str, str]) -
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-gb", type=float, default=8.0, help="model size in GB (default 8)")
-    ap.add_argument("--direct-size", default="1g", help="coral.directCheckoutSize for the run (default 1g; 0 = off)")
+    ap.add_argument("--direct-size", default="512m", help="coral.directCheckoutSize for the run (default 512m, coral's default; 0 = off)")
     ap.add_argument("--workdir", type=Path, help="where to work (default: a temp dir under /tmp)")
     ap.add_argument("--no-lfs", action="store_true", help="skip git-lfs")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -211,17 +218,11 @@ def main() -> int:
     if not args.no_lfs:
         git(root, env, "lfs", "install", "--skip-repo")
     try:
-        models = {}
         t0 = time.perf_counter()
         half = n // 2
-        for v, version in {
-            "v1": {},
-            "v2": dict.fromkeys(range(n), 1),
-            "left": dict.fromkeys(range(half), 1),
-            "right": dict.fromkeys(range(half, n), 1),
-        }.items():
-            models[v] = root / f"{v}.safetensors"
-            write_model(models[v], n, version)
+        nudged = {"v1": set(), "v2": set(range(n)), "left": set(range(half)), "right": set(range(half, n))}
+        models = {v: root / f"{v}.safetensors" for v in nudged}
+        write_models({models[v]: nudged[v] for v in nudged}, n)
         size = models["v1"].stat().st_size
         print(f"model: {n} x float32[{ROWS},{ROWS}] = {size / 1e9:.2f} GB; written in {time.perf_counter() - t0:.0f} s; "
               f"coral.directCheckoutSize = {args.direct_size}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}", flush=True)

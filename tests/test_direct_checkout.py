@@ -229,3 +229,17 @@ def test_existing_post_checkout_hook_is_chained(rp: tuple[Path, list[str]]) -> N
     git(repo, "checkout", "-q", "v1")
     assert (hooks / "ran.log").read_text().startswith("theirs ")
     assert_checked_out(repo, s1)
+
+
+def test_pointers_left_on_purpose_stay_pointers(rp: tuple[Path, list[str]]) -> None:
+    """A pointer kept by CORAL_SKIP_SMUDGE is not written when a later smudge (for git diff) meets it."""
+    repo, _ = rp
+    subprocess.run(["git", "checkout", "-q", "v1"], cwd=repo, check=True, env={**os.environ, "CORAL_SKIP_SMUDGE": "1"})
+    f = repo / NAME
+    assert f.read_bytes().startswith(b"coral-pointer")
+    hour_ago = time.time() - 3600
+    os.utime(f, (hour_ago, hour_ago))
+    git(repo, "diff", "v1", "v2")
+    git(repo, "diff", "v2")
+    assert f.read_bytes().startswith(b"coral-pointer")
+    assert git(repo, "status", "--porcelain") == ""

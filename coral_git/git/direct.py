@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import subprocess
+import time
 from pathlib import Path
 
 from ..core import pointer as ptr
@@ -22,9 +24,10 @@ from ..errors import CoralError
 from ..ui import log
 from .repo import Repo
 
-DEFAULT_DIRECT_SIZE = 1 << 30
+DEFAULT_DIRECT_SIZE = 512 << 20  # docs/scale.md: same speed as through git at 1 GB, memory bounded
 WRITE_BATCH = 8 << 20  # bytes gathered before one write(2): fewer syscalls, larger extents
 FINISH = "run 'git coral pull' to finish"
+MTIME_SLACK_NS = 2 * 10**9  # file systems with coarse timestamps
 
 
 def direct_size(repo: Repo) -> int:
@@ -48,39 +51,40 @@ class Pending:
 
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
-        self.items: dict[str, ptr.Pointer] = {}
+        self.items: dict[str, tuple[ptr.Pointer, int]] = {}
         self.file = pending_dir(repo) / str(os.getpid())
 
     def add(self, path: str, p: ptr.Pointer) -> None:
-        if self.items.get(path) == p:
+        if path in self.items and self.items[path][0] == p:
             return
-        self.items[path] = p
+        since = time.time_ns()
+        self.items[path] = (p, since)
         self.file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.file, "ab") as f:
-            f.write(path.encode("utf-8", "surrogateescape") + b"\0" + p.encode() + b"\0")
+            f.write(b"%s\0%d\0%s\0" % (path.encode("utf-8", "surrogateescape"), since, p.encode()))
 
     def finish(self) -> int:
         """Write every pending file; return how many failed (each already reported)."""
         if not self.items:
             return 0
-        failed = materialize(self.repo, list(self.items.items()))
+        failed = materialize(self.repo, [(path, p, t) for path, (p, t) in self.items.items()])
         self.file.unlink(missing_ok=True)
         self.items = {}
         return failed
 
 
-def read_pending(f: Path) -> dict[str, ptr.Pointer]:
+def read_pending(f: Path) -> dict[str, tuple[ptr.Pointer, int]]:
     """The records of one pending list (the last one per path wins; a torn last record is dropped)."""
-    out: dict[str, ptr.Pointer] = {}
+    out: dict[str, tuple[ptr.Pointer, int]] = {}
     parts = f.read_bytes().split(b"\0")
-    for name, text in zip(parts[0::2], parts[1::2], strict=False):
+    for name, since, text in zip(parts[0::3], parts[1::3], parts[2::3], strict=False):
         p = ptr.parse_or_none(text)
-        if name and p is not None:
-            out[name.decode("utf-8", "surrogateescape")] = p
+        if name and since.isdigit() and p is not None:
+            out[name.decode("utf-8", "surrogateescape")] = (p, int(since))
     return out
 
 
-def orphaned(repo: Repo) -> list[tuple[Path, dict[str, ptr.Pointer]]]:
+def orphaned(repo: Repo) -> list[tuple[Path, dict[str, tuple[ptr.Pointer, int]]]]:
     """Pending lists whose process is gone (killed, or a single-file smudge that exited)."""
     out = []
     d = pending_dir(repo)
@@ -110,16 +114,18 @@ def finish_orphans(repo: Repo) -> int:
     """Materialize the files of dead processes' pending lists; the hooks' step."""
     failed = 0
     for f, items in orphaned(repo):
-        failed += materialize(repo, list(items.items()))
+        failed += materialize(repo, [(path, p, t) for path, (p, t) in items.items()])
         f.unlink(missing_ok=True)
     return failed
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def materialize(repo: Repo, items: list[tuple[str, ptr.Pointer]]) -> int:
+def materialize(repo: Repo, items: list[tuple[str, ptr.Pointer, int]]) -> int:
     """Replace each work-tree file that still holds exactly its pointer by the content; refresh the index.
 
-    A file that changed since smudge handed out the pointer is left alone. The index entry is
+    ``items`` are ``(path, pointer, time smudge handed it out in ns)``. A file that changed since,
+    or that was not written after that time (a pointer left by ``CORAL_SKIP_SMUDGE`` long ago, met
+    by a smudge for ``git diff``), is left alone. The index entry is
     refreshed only where it is that same pointer (after ``stash pop`` the work tree may hold a
     version the index does not). Returns the number of failures.
     """
@@ -127,8 +133,8 @@ def materialize(repo: Repo, items: list[tuple[str, ptr.Pointer]]) -> int:
         return 0
     done: list[tuple[str, ptr.Pointer]] = []
     failed = 0
-    for path, p in items:
-        if not _holds_pointer(repo.worktree / path, p):
+    for path, p, since in items:
+        if not _holds_pointer(repo.worktree / path, p, since):
             continue
         try:
             write_file(repo, path, p)
@@ -167,10 +173,11 @@ def index_pointers(repo: Repo, paths: list[str]) -> dict[str, ptr.Pointer]:
     return dict(pointer_blobs(repo.worktree, [(o, pa) for pa, o in blobs.items() if pa not in conflicted]))
 
 
-def _holds_pointer(f: Path, p: ptr.Pointer) -> bool:
+def _holds_pointer(f: Path, p: ptr.Pointer, since: int) -> bool:
     want = p.encode()
     try:
-        if f.is_symlink() or f.stat().st_size != len(want):
+        st = f.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size != len(want) or st.st_mtime_ns < since - MTIME_SLACK_NS:
             return False
         return f.read_bytes() == want
     except OSError:
