@@ -243,3 +243,23 @@ def test_pointers_left_on_purpose_stay_pointers(rp: tuple[Path, list[str]]) -> N
     git(repo, "diff", "v2")
     assert f.read_bytes().startswith(b"coral-pointer")
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_refresh_refuses_a_file_that_changed_after_the_write(rp: tuple[Path, list[str]]) -> None:
+    """The refresh's clean only hashes: if the bytes are not the recorded pointer's, git records nothing."""
+    repo, (s1, s2) = rp
+    record = repo / ".git" / "fresh-test"
+    v1 = subprocess.run(["git", "cat-file", "-p", f"v1:{NAME}"], cwd=repo, capture_output=True, check=True).stdout
+    record.write_bytes(NAME.encode() + b"\0" + v1 + b"\0")
+    os.utime(repo / NAME)  # stat changed: update-index must clean the file (which holds v2)
+    env = {**os.environ, "CORAL_DIRECT_FRESH": str(record)}
+    proc = subprocess.run(["git", "update-index", "-q", "--", NAME], cwd=repo, capture_output=True, env=env)
+    assert proc.returncode != 0 and b"changed while coral refreshed" in proc.stderr, proc.stderr
+    assert git(repo, "diff", "--cached", "--stat") == ""  # nothing staged: the index still holds v2
+    assert_checked_out(repo, s2)
+    record.write_bytes(NAME.encode() + b"\0" + subprocess.run(
+        ["git", "cat-file", "-p", f"v2:{NAME}"], cwd=repo, capture_output=True, check=True).stdout + b"\0")
+    os.utime(repo / NAME)
+    subprocess.run(["git", "update-index", "-q", "--", NAME], cwd=repo, check=True, env=env)
+    assert_checked_out(repo, s2)
+    assert s1 != s2
