@@ -24,8 +24,8 @@ from ..errors import CoralError
 from ..ui import log
 from .repo import Repo
 
-DEFAULT_DIRECT_SIZE = 512 << 20  # docs/scale.md: same speed as through git at 1 GB, memory bounded
-WRITE_BATCH = 8 << 20  # bytes gathered before one write(2): fewer syscalls, larger extents
+DEFAULT_DIRECT_SIZE = 512 << 20  # docs/scale.md: no slower than through git at 0.5-2 GB, memory bounded
+WRITE_BATCH = 8 << 20  # bytes gathered into one writev(2): fewer syscalls, larger extents
 FINISH = "run 'git coral pull' to finish"
 MTIME_SLACK_NS = 2 * 10**9  # file systems with coarse timestamps
 
@@ -47,7 +47,7 @@ def pending_dir(repo: Repo) -> Path:
 
 class Pending:
     """The files one process handed to git as pointers, also kept in ``coral-direct/<pid>``
-    (``path NUL pointer NUL`` records) so that the hooks can finish them if this process dies first."""
+    (``path NUL time-ns NUL pointer NUL`` records) so that the hooks can finish them if this process dies first."""
 
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
@@ -101,13 +101,22 @@ def orphaned(repo: Repo) -> list[tuple[Path, dict[str, tuple[ptr.Pointer, int]]]
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running coral process (a killed one may linger as a zombie until its
+    new parent reaps it; a recycled pid belongs to some other program)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rpartition(b")")[2].split()[0] == b"Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"coral" in f.read()
+    except (OSError, IndexError):
+        return True  # no /proc here: trust kill(0)
 
 
 def finish_orphans(repo: Repo) -> int:
@@ -187,7 +196,8 @@ def _holds_pointer(f: Path, p: ptr.Pointer, since: int) -> bool:
 def write_file(repo: Repo, path: str, p: ptr.Pointer) -> None:
     """Write the content of ``p`` over the file at ``path``: temp file beside it, fsync, rename.
 
-    Memory stays bounded (chunks stream through); the rename is the only moment the file changes.
+    Memory stays bounded (chunks stream through); the rename is the only moment the file changes,
+    and only if the file still holds exactly that pointer.
     """
     from ..filter.smudge import smudge
 
@@ -209,6 +219,9 @@ def write_file(repo: Repo, path: str, p: ptr.Pointer) -> None:
         os.fchmod(fd, os.stat(final).st_mode & 0o7777)
         os.close(fd)
         fd = -1
+        if not _holds_pointer(final, p, 0):
+            # edited (or checked out again) while coral wrote: that newer file wins
+            raise CoralError("the file changed while coral was writing it; it was left as it is")
         os.replace(tmp, final)
         _fsync_dir(final.parent)
     finally:

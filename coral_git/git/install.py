@@ -77,9 +77,10 @@ def tracked(worktree: Path) -> list[str]:
 # A shell test that must hold for coral's step to run at all: these hooks run on every checkout,
 # merge and rebase, and starting Python costs more than the whole step usually does.
 HOOK_GUARDS = {
-    # direct checkout (git/direct.py): only when a filter process died with files pending
+    # direct checkout (git/direct.py): only when a filter process died (or is a zombie) with files pending
     name: 'd="$(git rev-parse --git-dir)/coral-direct"; for f in "$d"/*; do '
-    '[ -e "$f" ] && ! kill -0 "${f##*/}" 2>/dev/null && exit 0; done; exit 1'
+    '[ -e "$f" ] || continue; p=${f##*/}; kill -0 "$p" 2>/dev/null || exit 0; '
+    'case "$(cat "/proc/$p/stat" 2>/dev/null)" in *") Z "*) exit 0;; esac; done; exit 1'
     for name in ("post-checkout", "post-merge", "post-rewrite")
 }
 
