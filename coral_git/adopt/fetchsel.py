@@ -7,8 +7,8 @@ import time
 
 from ..core.globs import selected
 from ..filter.fetchpaths import fetch_paths
+from ..git.pointers import history_pointers, tree_pointers
 from ..git.repo import Repo, git
-from ..remote.fetch import history_pointers, tree_pointers
 
 
 def recent_tips(repo: Repo, days: int) -> list[str]:

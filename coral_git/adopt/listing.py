@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..git.pointers import pointer_blobs
 from ..git.repo import Repo, git
-from ..remote.fetch import pointer_blobs
 
 
 def blobs_of(repo: Repo, rev: str | None) -> list[tuple[str, str]]:

@@ -160,21 +160,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _rewrite(repo, path: str, p) -> None:
-    """Replace the pointer file at ``path`` by its content: temp file in the same directory, then rename."""
-    import os
-    import secrets
+    """Replace the pointer file at ``path`` by its content: temp file beside it, fsync, rename."""
+    from ..filter.direct import write_file
 
-    from ..filter.smudge import smudge
-
-    final = repo.worktree / path
-    tmp = final.parent / f".{final.name}.coral-{secrets.token_hex(4)}"
-    try:
-        with open(tmp, "wb") as f:
-            smudge(p, repo.store, f.write, path=path, workers=repo.workers)
-        os.chmod(tmp, os.stat(final).st_mode & 0o7777)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(repo, path, p)
 
 
 def _pointer_files(repo, include: list[str]) -> list[tuple[str, object]]:
@@ -182,8 +171,8 @@ def _pointer_files(repo, include: list[str]) -> list[tuple[str, object]]:
     import fnmatch
 
     from ..core import pointer as ptr
+    from ..git.pointers import pointer_blobs
     from ..git.repo import git
-    from ..remote.fetch import pointer_blobs
 
     out = git("ls-files", "-s", "-z", cwd=repo.worktree)
     blobs = []

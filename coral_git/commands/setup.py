@@ -106,8 +106,10 @@ def register(app: typer.Typer) -> None:
     @app.command(hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def hook(ctx: typer.Context, name: str) -> None:
         """Entry point of the git hooks that 'init' installs (the scripts in hooks/ call it)."""
+        from ..filter.direct import DIRECT_HOOKS, hook_step
         from ..remote.push import pre_push
 
-        steps = {"pre-push": pre_push}  # hook name -> coral's step; a hook coral has no step for passes
+        # hook name -> coral's step; a hook coral has no step for passes
+        steps = {"pre-push": pre_push, **dict.fromkeys(DIRECT_HOOKS, hook_step)}
         step = steps.get(name)
         raise typer.Exit(step(list(ctx.args), sys.stdin.read()) if step is not None else 0)

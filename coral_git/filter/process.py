@@ -21,7 +21,9 @@ from ..errors import CoralError, FormatError, PointerError, StoreError
 from ..git.repo import Repo, find_repo
 from ..store.recent import RecentTensors
 from ..ui import log
+from . import direct
 from .clean import clean
+from .fresh import FreshSpool, fresh_pointers
 from .pktline import PktReader, PktWriter
 from .smudge import smudge
 from .streamclean import Fallback, StreamingClean
@@ -138,6 +140,8 @@ class Filter:
         self._index = None
         self._previous: dict[str, ptr.Pointer | None] = {}
         self._fetch_paths = None
+        self.pending: direct.Pending | None = None
+        self.fresh = fresh_pointers(repo.chunk_bytes)  # files a direct checkout just wrote
         if fetcher is not None:
             self.store.fetcher = fetcher(repo)  # missing chunks come from the remote store on demand
 
@@ -233,6 +237,14 @@ class Filter:
             raise PointerError(
                 f"the stored pointer is damaged ({exc}); restore it, e.g. 'git checkout <good-rev> -- {path}'"
             ) from None
+        if path and direct.wants_direct(self.repo, p):
+            # too large to pass through git's memory: git gets the pointer, coral writes the file
+            # itself once git is done (see filter/direct.py)
+            if self.pending is None:
+                self.pending = direct.Pending(self.repo)
+            self.pending.add(path, p)
+            write(memoryview(bytes(view)))
+            return
         smudge(p, self.store, write, path=path, workers=self.repo.workers)
 
     def wants(self, path: str) -> bool:
@@ -243,8 +255,15 @@ class Filter:
             self._fetch_paths = fetch_paths(self.repo.worktree or self.repo.git_dir, self.repo.worktree)
         return self._fetch_paths.wants(path)
 
-    def spool(self, command: str = "", path: str = "") -> Spool:
+    def finish(self) -> None:
+        """Write the files handed to git as pointers (git waits for its filter to exit)."""
+        if self.pending is not None:
+            self.pending.finish()
+
+    def spool(self, command: str = "", path: str = "") -> Spool | FreshSpool:
         """Where the content of one file goes; for clean, large safetensors files stream instead."""
+        if command == "clean" and path in self.fresh:
+            return FreshSpool(self.fresh[path], path)
         if command != "clean" or os.environ.get("CORAL_NO_STREAM"):
             return Spool(self.tmpdir)
 
@@ -312,6 +331,7 @@ def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
         try:
             header = rd.read_text_list()
         except EOFError:
+            flt.finish()
             return 0
         meta = dict(item.partition("=")[::2] for item in header)
         command, path = meta.get("command", ""), meta.get("pathname", "")
@@ -352,7 +372,7 @@ def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
             spool.close()
 
 
-def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool) -> None:
+def _serve(flt: Filter, wr: PktWriter, command: str, path: str, spool: Spool | FreshSpool) -> None:
     if command == "clean":
         try:
             result = flt.clean_spool(spool, path)

@@ -17,7 +17,7 @@ DEFAULT_PATTERNS = (
 )  # fmt: skip
 ATTRS = "filter=coral diff=coral merge=coral -text"
 HOOK_MARK = "# coral-git hook"
-HOOKS = ("pre-push",)
+HOOKS = ("pre-push", "post-checkout", "post-merge", "post-rewrite")
 
 CONFIG = {
     "filter.coral.process": "git-coral filter-process",

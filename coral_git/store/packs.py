@@ -60,6 +60,10 @@ class Pack:
             if size < HEADER.size + FANOUT_SIZE:
                 raise StoreError(f"pack {path.name} is truncated ({size} bytes)")
             self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            # objects are read with pread, not sliced from the mapping: a slice copies anyway, and
+            # every page touched through a mapping counts in the process's RSS until unmapped, so
+            # reading an 8 GB pack through it showed as 8 GB of memory
+            self.file = open(path, "rb")  # lives as long as the Pack, closed with it
         self.size = size
         magic, version, count, objects_at, index_hash = HEADER.unpack_from(self.mm, 0)
         if magic != MAGIC or version != VERSION:
@@ -115,7 +119,9 @@ class Pack:
         end = e.offset + e.length
         if e.offset < self.objects_at or end > self.size:
             raise CorruptObjectError(e.cid, f"pack {self.path.name} is truncated before this object")
-        data = self.mm[e.offset : end]
+        data = os.pread(self.file.fileno(), e.length, e.offset)
+        if len(data) != e.length:
+            raise CorruptObjectError(e.cid, f"pack {self.path.name} is truncated before this object")
         if verify and xxhash.xxh3_64_intdigest(data) != e.checksum:
             raise CorruptObjectError(e.cid, f"its bytes in pack {self.path.name} do not match their checksum")
         return data
@@ -127,6 +133,7 @@ class Pack:
         return self.mm[e.offset : end]
 
     def close(self) -> None:
+        self.file.close()
         try:
             self.mm.close()
         except BufferError:
