@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CoralError, MissingObjectError, UsageError
+from ..git.pointers import history_pointers
 from ..store.chunkstore import ChunkStore
 from ..store.objects import unpack_header
 from ..ui import transfer_bar
 from .backends import resolve
 from .base import RemoteStore
-from .fetch import history_pointers
 from .indexref import GUARD as INDEX_GUARD
 
 ZERO = "0" * 40
