@@ -149,18 +149,22 @@ def commit(cwd: Path, parent: str | None, packs: list[PackRef]) -> str:
     return _out(_git(cwd, *args, env=env), "git commit-tree")
 
 
-def publish(cwd: Path, remote: str, packs: list[PackRef], attempts: int = 4) -> str:
-    """Push a commit adding ``packs`` to the remote's ``refs/coral/index``; retried on a race."""
+def publish(cwd: Path, remote: str, packs: list[PackRef], attempts: int = 4, tip: str | None = None,
+            known: bool = False) -> str:
+    """Push a commit adding ``packs`` to the remote's ``refs/coral/index``; retried on a race.
+    ``known``: ``tip`` was just fetched (None = the remote has no index yet), so skip one fetch."""
     last = ""
-    for _ in range(attempts):
-        tip = fetch(cwd, remote)
+    for attempt in range(attempts):
+        if attempt or not known:
+            tip = fetch(cwd, remote)
         new = commit(cwd, tip, packs)
         env = {**os.environ, GUARD: "1"}
         proc = _git(cwd, "push", "--quiet", "--no-verify", remote, f"{new}:{REF}", env=env)
         if proc.returncode == 0:
             _git(cwd, "update-ref", tracking_ref(remote), new)
             return new
-        last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+        lines = proc.stderr.decode(errors="replace").strip().splitlines() or ["?"]
+        last = next((ln.strip() for ln in lines if ln.lstrip().startswith(("!", "error:", "fatal:"))), lines[-1])
         if "rejected" not in proc.stderr.decode(errors="replace") and "fetch first" not in last:
             break
     raise IndexRefError(f"cannot push {REF} to git remote '{remote}': {last}")

@@ -58,6 +58,7 @@ class LfsRemote(RemoteStore):
         self._spool_file = None
         self._spool_size = 0
         self._pushed: list[indexref.PackRef] = []
+        self._tip: str | None = None
         self._cached: dict[str, tuple] = {}  # cid -> (file, offset, length) read ahead by prefetch
         self._cache_files: list = []
 
@@ -92,7 +93,8 @@ class LfsRemote(RemoteStore):
             return self._located
 
     def _read_index(self) -> dict[str, tuple[WireIndex, WireEntry]]:
-        packs = indexref.read(self.cwd, indexref.fetch(self.cwd, self.name))
+        self._tip = indexref.fetch(self.cwd, self.name)
+        packs = indexref.read(self.cwd, self._tip)
         idx_dir = self.cache / "idx"
         idx_dir.mkdir(parents=True, exist_ok=True)
         missing = [(LfsObject(p.index_oid, p.index_size), idx_dir / p.index_oid) for p in packs
@@ -298,7 +300,8 @@ class LfsRemote(RemoteStore):
         self._send_pending()
         if not self._pushed:
             return
-        self._wrap(lambda: indexref.publish(self.cwd, self.name, self._pushed))
+        known = self._located is not None  # the index (and its tip) was read by this push
+        self._wrap(lambda: indexref.publish(self.cwd, self.name, self._pushed, tip=self._tip, known=known))
         self._pushed = []
         with self._load_lock:
             self._located = None  # re-read on next use

@@ -56,7 +56,7 @@ def test_plain_blobs_become_pointers(plain, streamed: bool) -> None:
     for old, new in pairs:
         git(repo, "checkout", "-q", new)
         for p, digest in digests[old].items():
-            assert git(repo, "cat-file", "-p", f"{new}:{p}").startswith("coral-pointer 1")
+            assert git(repo, "cat-file", "-p", f"{new}:{p}").startswith("coral-pointer ")
             assert hashlib.sha256((repo / p).read_bytes()).hexdigest() == digest
     git(repo, "checkout", "-q", "main")
     assert git(repo, "status", "--porcelain") == ""
