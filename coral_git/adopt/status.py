@@ -74,7 +74,7 @@ def worktree_pointers(repo: Repo) -> list[str]:
     for p in sorted(coral_paths(repo.worktree, paths)):
         try:
             with open(repo.worktree / p, "rb") as f:
-                if f.read(len(ptr.MAGIC)) == ptr.MAGIC:
+                if f.read(len(ptr.MAGIC_BYTES)) == ptr.MAGIC_BYTES:
                     left.append(p)
         except OSError:
             continue

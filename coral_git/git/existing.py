@@ -48,7 +48,7 @@ def pointer_files(worktree: Path) -> list[str]:
             continue
         try:
             with open(worktree / path, "rb") as f:
-                if f.read(len(ptr.MAGIC)) == ptr.MAGIC:
+                if f.read(len(ptr.MAGIC_BYTES)) == ptr.MAGIC_BYTES:
                     left.append(path)
         except OSError:
             continue
