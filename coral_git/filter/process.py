@@ -23,6 +23,7 @@ from ..store.recent import RecentTensors
 from ..ui import log
 from .clean import clean
 from .pktline import PktReader, PktWriter
+from .shardbase import ShardBases
 from .smudge import smudge
 from .streamclean import Fallback, StreamingClean
 
@@ -137,6 +138,7 @@ class Filter:
         self.tmpdir = str(repo.store_root / "tmp")
         self._index = None
         self._previous: dict[str, ptr.Pointer | None] = {}
+        self._shards = ShardBases(repo)
         if fetcher is not None:
             self.store.fetcher = fetcher(repo)  # missing chunks come from the remote store on demand
 
@@ -145,6 +147,13 @@ class Filter:
         if path not in self._previous:
             self._previous[path] = self._read_previous(path)
         return self._previous[path]
+
+    def base(self, path: str) -> ptr.Pointer | None:
+        """:meth:`previous`, plus the tensors of old shards when ``path`` sits beside a shard index."""
+        try:
+            return self._shards.base(path, self.previous(path), self.repo.chunk_bytes)
+        except Exception:  # a base is an optimisation: an unreadable index never fails a clean
+            return self.previous(path)
 
     def _read_previous(self, path: str) -> ptr.Pointer | None:
         try:
@@ -170,7 +179,7 @@ class Filter:
         res = clean(
             data,
             self.store,
-            previous=self.previous(path),
+            previous=self.base(path),
             recent=self.recent,
             chunk_bytes=self.repo.chunk_bytes,
             workers=self.repo.workers,
@@ -243,7 +252,7 @@ class Filter:
             return StreamingClean(
                 head,
                 self.store,
-                previous=self.previous(path),
+                previous=self.base(path),
                 recent=self.recent,
                 chunk_bytes=self.repo.chunk_bytes,
                 workers=self.repo.workers,
