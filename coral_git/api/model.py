@@ -323,11 +323,14 @@ def diff(
     revs = [x for x in (a, b) if x is not None]
     rels = [_relpath(r, p, repo) for p in paths]
     found = changes(r, revs, rels, cached=cached)
-    # sharded checkpoints (an *.index.json and its shards) are diffed as one model, by tensor name
+    # sharded checkpoints (an *.index.json and its shards) are diffed as one model, by tensor name;
+    # an index given as a path stands for its shards too: the changes of its directory are looked at
+    index_dirs = [posixpath.dirname(p) or "." for p in rels if is_index_path(p)]
+    around = changes(r, revs, index_dirs, cached=cached) if index_dirs else found
     old_spec = revs[0] if revs else ("HEAD" if cached else "")
     new_spec = revs[1] if len(revs) == 2 else ("" if cached else None)
     out, covered = sharded.diff_models(
-        r, [c.path for c in found], old_spec, new_spec, lambda st, p, blob: _side(r, st, p, blob),
+        r, [c.path for c in around], old_spec, new_spec, lambda st, p, blob: _side(r, st, p, blob),
         stats=stats, tensors=tensors, order=order,
     )  # fmt: skip
     found = [c for c in found if c.path not in covered]

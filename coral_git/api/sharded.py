@@ -20,12 +20,24 @@ from ..git.versions import Spec, blob_at, listdir_at, read_at
 SideFn = Callable[[ExitStack, str, "str | None"], Side]  # (stack, path, blob id | "worktree" | None) → side
 
 
-def model_side(r: Repo, stack: ExitStack, spec: Spec, index_path: str, side_fn: SideFn) -> tuple[Side, list[str]] | None:
+def model_side(
+    r: Repo, stack: ExitStack, spec: Spec, index_path: str, side_fn: SideFn, same: tuple[Spec, set[str]] | None = None
+) -> tuple[Side, list[str]] | None:
     """The model an index names at ``spec`` as one side, and its shard paths.
 
     ``(Side(None, None), [])`` when the index does not exist there; None when it is not a shard index
-    or its shards cannot be read as one model (then the files are diffed one by one).
+    or its shards cannot be read as one model (then the files are diffed one by one). ``same`` =
+    ``(other spec, changed paths)``: a shard not among the changed paths is read at the other spec
+    (its pointer), so unchanged work-tree shards are not hashed.
     """
+
+    def shard_blob(p: str) -> str | None:
+        if same is not None and p not in same[1]:
+            blob = blob_at(r, same[0], p)
+            if blob is not None:  # tracked and unchanged (an untracked shard is not in git's list)
+                return blob
+        return blob_at(r, spec, p)
+
     blob = blob_at(r, spec, index_path)
     if blob is None:
         return Side(None, None), []
@@ -34,7 +46,7 @@ def model_side(r: Repo, stack: ExitStack, spec: Spec, index_path: str, side_fn: 
     if wm is None:
         return None
     paths = shard_paths(index_path, wm)
-    joined = join([(p, side_fn(stack, p, blob_at(r, spec, p))) for p in paths], wm)
+    joined = join([(p, side_fn(stack, p, shard_blob(p))) for p in paths], wm)
     return None if joined is None else (joined, paths)
 
 
@@ -59,7 +71,7 @@ def diff_models(
     for ip in candidate_indexes(r, changed, (old, new)):
         with ExitStack() as stack:
             a = model_side(r, stack, old, ip, side_fn)
-            b = model_side(r, stack, new, ip, side_fn)
+            b = model_side(r, stack, new, ip, side_fn, (old, touched) if new is None else None)
             if a is None or b is None:
                 continue
             paths = set(a[1]) | set(b[1])

@@ -46,7 +46,7 @@ def store_bytes(repo: Path) -> int:
 
 
 def diff_json(repo: Path, *revs: str) -> list[dict]:
-    return json.loads(coral(repo, "diff", *revs, "--json").stdout)
+    return json.loads(coral(repo, "diff", "--json", *revs).stdout)
 
 
 def test_reshard_3_to_2_changes_no_tensor_and_stores_nothing(repo: Path) -> None:
@@ -132,3 +132,18 @@ def test_api_opens_the_sharded_model_by_its_index(repo: Path) -> None:
                 assert np.array_equal(m[name], STATE[name])
     show = coral(repo, "show", INDEX, "--no-stats").stdout.decode()
     assert f"{len(NAMES)} tensors" in show and "layers.5.weight" in show
+
+
+def test_index_path_selects_the_model_and_untracked_new_shards_count(repo: Path) -> None:
+    write_sharded(repo, STATE, 3)
+    commit_all(repo, "3 shards")
+    changed = {k: v.copy() for k, v in STATE.items()}
+    changed["head.weight"][0] += 1.0
+    write_sharded(repo, changed, 2)  # not added: the two new shard files are untracked
+    (fd,) = diff_json(repo, "HEAD", "--", INDEX)  # the index as the path: its shards are looked at too
+    assert fd["path"] == INDEX and fd["new_format"] == "safetensors ×2 shards"
+    assert [t["name"] for t in fd["tensors"]] == ["head.weight"] and fd["unchanged"] == len(NAMES) - 1
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tuned head, 2 shards")
+    (repo / "model-00001-of-00002.safetensors").write_bytes((repo / "model-00001-of-00002.safetensors").read_bytes())
+    assert diff_json(repo) == []  # a touched shard with the same bytes: nothing changed
