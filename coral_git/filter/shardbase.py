@@ -37,10 +37,11 @@ class ShardBases:
     def _read(self, d: str) -> dict[str, tuple[ptr.TensorEntry, int]]:
         r = self.repo
         out: dict[str, tuple[ptr.TensorEntry, int]] = {}
+        # index files are looked for in HEAD's tree and the work tree (listing git's index would
+        # walk every entry of the repository), then read from the index and HEAD
+        names = sorted({n for spec in (None, "HEAD") for n in listdir_at(r, spec, d) if is_index_path(n)})
         for spec in _SPECS:
-            for name in sorted(listdir_at(r, spec, d)):
-                if not is_index_path(name):
-                    continue
+            for name in names:
                 ip = posixpath.join(d, name)
                 blob = blob_at(r, spec, ip)
                 data = read_at(r, blob, ip, MAX_INDEX_BYTES) if blob is not None else None
