@@ -77,3 +77,18 @@ def test_resharded_both_changed_names_the_tensor(repo: Path) -> None:
     err = proc.stderr.decode()
     assert proc.returncode == 1 and "conflict  layers.4.weight" in err and "head.weight" not in err
     assert "Traceback" not in err
+
+
+def test_both_sides_resharded_differently(repo: Path) -> None:
+    setup(repo)
+    a = branch_edit(repo, "two", {"layers.0.weight": 1.5}, 2)
+    b = branch_edit(repo, "four", {"head.weight": 0.5}, 4)
+    git(repo, "checkout", "-q", "two")
+    assert "CONFLICT" in git(repo, "merge", "--no-edit", "four", check=False)  # the index.json, as text
+    coral(repo, "merge-shards", INDEX)
+    git(repo, "commit", "-qm", "merge")
+    assert sorted(p.name for p in repo.glob("model-*")) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    got = model(repo, "HEAD")
+    want = {**STATE, "layers.0.weight": a["layers.0.weight"], "head.weight": b["head.weight"]}
+    assert sorted(got) == sorted(want) and all(np.array_equal(got[n], want[n]) for n in want)
+    assert git(repo, "status", "--porcelain") == ""
