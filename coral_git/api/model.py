@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -44,7 +45,9 @@ from ..diffs.tensordiff import (
 )
 from ..dtypes import DTYPE_BITS, itemsize
 from ..errors import CoralError, NotARepositoryError, UsageError
+from ..formats.shardindex import is_index_path
 from ..git.repo import DEFAULT_WORKERS, Repo, find_repo, git
+from . import sharded
 
 RepoLike = Repo | str | os.PathLike[str] | None
 
@@ -190,6 +193,10 @@ def open(path: str | os.PathLike[str], rev: str | None = "HEAD", *, repo: RepoLi
     """
     r = _repo(repo if repo is not None else _near(path))
     rel = _relpath(r, path, repo)
+    if is_index_path(rel):
+        got = _open_sharded(r, rel, rev)
+        if got is not None:
+            return got
     if rev is None:
         if r.worktree is None:
             raise UsageError("a bare repository has no work tree; pass a revision")
@@ -199,6 +206,20 @@ def open(path: str | os.PathLike[str], rev: str | None = "HEAD", *, repo: RepoLi
     if not oid:
         raise UsageError(f"{spec} does not name a file in the repository")
     side, stack = blob_side(r, oid)
+    assert side.pointer is not None and side.source is not None
+    return ModelFile(rel, side.pointer, side.source, r, stack)
+
+
+def _open_sharded(r: Repo, rel: str, rev: str | None) -> ModelFile | None:
+    """The shards an ``*.index.json`` names, as one model (None: not a shard index, open it as a file)."""
+    stack = ExitStack()
+    got = sharded.model_side(r, stack, rev, rel, lambda st, p, blob: _side(r, st, p, blob))
+    if got is None or got[0].pointer is None:
+        stack.close()
+        if got is not None:
+            raise UsageError(f"{rel} does not exist at {'the work tree' if rev is None else rev or 'the index'}")
+        return None
+    side = got[0]
     assert side.pointer is not None and side.source is not None
     return ModelFile(rel, side.pointer, side.source, r, stack)
 
@@ -301,8 +322,18 @@ def diff(
     r = _repo(repo)
     revs = [x for x in (a, b) if x is not None]
     rels = [_relpath(r, p, repo) for p in paths]
-    out = []
     found = changes(r, revs, rels, cached=cached)
+    # sharded checkpoints (an *.index.json and its shards) are diffed as one model, by tensor name;
+    # an index given as a path stands for its shards too: the changes of its directory are looked at
+    index_dirs = [posixpath.dirname(p) or "." for p in rels if is_index_path(p)]
+    around = changes(r, revs, index_dirs, cached=cached) if index_dirs else found
+    old_spec = revs[0] if revs else ("HEAD" if cached else "")
+    new_spec = revs[1] if len(revs) == 2 else ("" if cached else None)
+    out, covered = sharded.diff_models(
+        r, [c.path for c in around], old_spec, new_spec, lambda st, p, blob: _side(r, st, p, blob),
+        stats=stats, tensors=tensors, order=order,
+    )  # fmt: skip
+    found = [c for c in found if c.path not in covered]
     coral = _coral_paths(r, [c.path for c in found])
     for c in found:
         if c.path not in coral:
@@ -404,6 +435,8 @@ def history(
     r = _repo(repo if repo is not None else _near(path))
     rel = _relpath(r, path, repo)
     args = ["log", "--first-parent", "--format=%H%x00%ad%x00%s", "--date=short", rev]
+    if is_index_path(rel):
+        return _sharded_history(r, rel, args, tensors=tensors, stats=stats, max_count=max_count)
     out = git(*args, "--", rel, cwd=r.worktree or r.git_dir)
     res = []
     for line in out.splitlines():
@@ -416,6 +449,35 @@ def history(
         old = blob_side(r, old_oid)[0] if old_oid else Side(None, None)
         new = blob_side(r, new_oid)[0] if new_oid else Side(None, None)
         fd = diff_files(rel, old, new, stats=stats, tensors=tensors, workers=r.workers)
+        if tensors and not fd.tensors:
+            continue
+        res.append({"commit": sha, "date": date, "subject": subject, "diff": fd})
+        if max_count is not None and len(res) >= max_count:
+            break
+    return res
+
+
+def _sharded_history(
+    r: Repo, rel: str, args: list[str], *, tensors: Iterable[str] | None, stats: bool, max_count: int | None
+) -> list[dict[str, Any]]:
+    """:func:`history` of a sharded model: commits that changed the index or any of its shards."""
+    out = git(*args, "--", posixpath.dirname(rel) or ".", cwd=r.worktree or r.git_dir)
+    res: list[dict[str, Any]] = []
+    for line in out.splitlines():
+        sha, date, subject = line.split("\0", 2)
+        parents = r.pygit[sha].parents
+        with ExitStack() as stack:
+            def side(spec: str | None) -> Side:
+                got = sharded.model_side(r, stack, spec, rel, lambda st, p, blob: _side(r, st, p, blob))
+                if got is None:
+                    raise UsageError(f"{rel} at {spec} is not a shard index of readable shards; use 'git coral log SHARD'")
+                return got[0]
+
+            new = side(sha)
+            old = side(str(parents[0].id)) if parents else Side(None, None)
+            if sharded.same_model(old, new):
+                continue
+            fd = diff_files(rel, old, new, stats=stats, tensors=tensors, workers=r.workers)
         if tensors and not fd.tensors:
             continue
         res.append({"commit": sha, "date": date, "subject": subject, "diff": fd})

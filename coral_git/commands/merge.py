@@ -47,6 +47,25 @@ def register(app: typer.Typer) -> None:
             for glob, spec in f.resolutions:
                 print(f"  (chosen so far: {glob} = {spec})")
 
+    @app.command("merge-shards")
+    def merge_shards(
+        index: Annotated[str, typer.Argument(help="The shard index, e.g. model.safetensors.index.json.")],
+        dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only say what would be taken; write nothing.")] = False,
+    ) -> None:
+        """After 'git merge' stopped on a sharded checkpoint: merge it by tensor name, in our sharding."""
+        from ..api.shardmerge import merge_sharded
+
+        res = merge_sharded(index, write=not dry_run)
+        for name in res.conflicts:
+            print(f"  conflict  {name}  changed on both sides", file=sys.stderr)
+        if res.conflicts:
+            print(f"{res.index}: {len(res.conflicts)} tensor(s) changed on both sides; nothing written. "
+                  "Edit the shards, or take a side with 'git checkout --ours/--theirs', then add them", file=sys.stderr)  # fmt: skip
+            raise typer.Exit(1)
+        print(f"{res.index}: {len(res.theirs)} tensor(s) from their side, {len(res.removed)} removed"
+              + ("" if dry_run else f"; wrote and staged {len(res.written)} shard(s), removed {len(res.dropped)} stale shard file(s)"),
+              file=sys.stderr)  # fmt: skip
+
     @app.command()
     def resolve(
         path: Annotated[str, typer.Argument(help="The conflicted model file.")],

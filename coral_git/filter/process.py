@@ -25,6 +25,7 @@ from . import direct
 from .clean import clean
 from .fresh import FreshSpool, fresh_pointers
 from .pktline import PktReader, PktWriter
+from .shardbase import ShardBases
 from .smudge import smudge
 from .streamclean import Fallback, StreamingClean
 
@@ -142,6 +143,7 @@ class Filter:
         self._fetch_paths = None
         self.pending: direct.Pending | None = None
         self.fresh = fresh_pointers(repo.chunk_bytes)  # files a direct checkout just wrote
+        self._shards = ShardBases(repo)
         if fetcher is not None:
             self.store.fetcher = fetcher(repo)  # missing chunks come from the remote store on demand
 
@@ -150,6 +152,13 @@ class Filter:
         if path not in self._previous:
             self._previous[path] = self._read_previous(path)
         return self._previous[path]
+
+    def base(self, path: str) -> ptr.Pointer | None:
+        """:meth:`previous`, plus the tensors of old shards when ``path`` sits beside a shard index."""
+        try:
+            return self._shards.base(path, self.previous(path), self.repo.chunk_bytes)
+        except Exception:  # a base is an optimisation: an unreadable index never fails a clean
+            return self.previous(path)
 
     def _read_previous(self, path: str) -> ptr.Pointer | None:
         try:
@@ -175,7 +184,7 @@ class Filter:
         res = clean(
             data,
             self.store,
-            previous=self.previous(path),
+            previous=self.base(path),
             recent=self.recent,
             chunk_bytes=self.repo.chunk_bytes,
             workers=self.repo.workers,
@@ -271,7 +280,7 @@ class Filter:
             return StreamingClean(
                 head,
                 self.store,
-                previous=self.previous(path),
+                previous=self.base(path),
                 recent=self.recent,
                 chunk_bytes=self.repo.chunk_bytes,
                 workers=self.repo.workers,
