@@ -299,7 +299,9 @@ class ChunkStore:
 
     @contextmanager
     def try_lock(self) -> Iterator[bool]:
-        """The store lock if it is free right now (True), else nothing (False); never waits."""
+        """A shared hold on the store lock unless gc or a repack holds it (True), else nothing
+        (False); never waits. Shared: adds (clean's worker threads, parallel filter processes) do not
+        exclude each other — an exclusive flock per thread turned every other delta into a keyframe."""
         try:
             fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
@@ -307,7 +309,7 @@ class ChunkStore:
             return
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except OSError:
                 yield False
                 return
