@@ -8,6 +8,7 @@ from coral_git; rich is imported only when a bar is shown.
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 
@@ -38,6 +39,39 @@ def transfer_bar(what: str, enabled: bool = True):
         TimeRemainingColumn(),
         enabled=enabled,
     )
+
+
+class ByteMeter:
+    """A transient ``coral: adding PATH  1.2/… GB  540 MB/s`` line while a large file streams through
+    the filter (git shows nothing during a long clean). Only on a terminal, and only once ``after``
+    bytes have passed (``CORAL_PROGRESS_AFTER``, default 64 MiB), so small files stay silent."""
+
+    def __init__(self, what: str, after: int | None = None) -> None:
+        self.what = what
+        self.after = after if after is not None else int(os.environ.get("CORAL_PROGRESS_AFTER", 64 << 20))
+        self.n = 0
+        self._bar = None
+        self._task = None
+        self._off = not sys.stderr.isatty()
+
+    def add(self, k: int) -> None:
+        self.n += k
+        if self._off:
+            return
+        if self._bar is None:
+            if self.n < self.after:
+                return
+            from rich.progress import DownloadColumn, TextColumn, TransferSpeedColumn
+
+            self._bar = progress(TextColumn(f"coral: {self.what}"), DownloadColumn(), TransferSpeedColumn())
+            self._bar.start()
+            self._task = self._bar.add_task("", total=None)
+        self._bar.update(self._task, completed=self.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def human_bytes(n: float) -> str:

@@ -20,7 +20,7 @@ from ..core.mapped import MappedFile
 from ..errors import CoralError, FormatError, PointerError, StoreError
 from ..git.repo import Repo, find_repo
 from ..store.recent import RecentTensors
-from ..ui import log
+from ..ui import ByteMeter, log
 from . import direct
 from .clean import clean
 from .fresh import FreshSpool, fresh_pointers
@@ -352,9 +352,12 @@ def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
             wr.flush()
             continue
         spool = flt.spool(command, path)
+        meter = ByteMeter(f"adding {path}") if command == "clean" else None
         failed: OSError | CoralError | None = None
         try:
             while (pkt := rd.read()) is not None:
+                if meter is not None:
+                    meter.add(len(pkt))
                 if failed is None:
                     try:
                         spool.write(pkt)
@@ -378,6 +381,8 @@ def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
             else:
                 _serve(flt, wr, command, path, spool)
         finally:
+            if meter is not None:
+                meter.close()
             spool.close()
 
 
