@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def log(msg: str) -> None:
@@ -39,6 +41,17 @@ def transfer_bar(what: str, enabled: bool = True):
         TimeRemainingColumn(),
         enabled=enabled,
     )
+
+
+@contextmanager
+def busy(what: str) -> Iterator[None]:
+    """A transient ``⠋ coral: WHAT 0:00:07`` spinner on stderr while a long step runs (decoding a big
+    model for diff/show/log); nothing when stderr is not a terminal."""
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with progress(SpinnerColumn(), TextColumn(f"coral: {what}"), TimeElapsedColumn()) as bar:
+        bar.add_task("", total=None)
+        yield
 
 
 class ByteMeter:

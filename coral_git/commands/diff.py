@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ..ui import fmt_num, fmt_pct, human_bytes, paint
+from ..ui import busy, fmt_num, fmt_pct, human_bytes, paint
 
 
 def _split_revs_paths(args: list[str], cwd: str | None = None) -> tuple[list[str], list[str]]:
@@ -89,9 +89,10 @@ def register(app: typer.Typer) -> None:
             if sort not in ("change", "name"):
                 raise UsageError("--sort takes 'change' or 'name'")
             style.order = sort
-        fds = api.diff(
-            *[*revs, None, None][:2], paths=paths, cached=cached, tensors=tensor, stats=not no_stats, order=style.order, repo=repo
-        )
+        with busy("comparing model files"):
+            fds = api.diff(
+                *[*revs, None, None][:2], paths=paths, cached=cached, tensors=tensor, stats=not no_stats, order=style.order, repo=repo
+            )
         if html_out is not None:
             from ..diffs.html import render_diff
 
@@ -133,7 +134,8 @@ def register(app: typer.Typer) -> None:
                 for k, v in rec.items():
                     print(f"{k:<12} {v}")
                 return
-            rows = api.tensor_table(m, stats=not no_stats)
+            with busy(f"reading {m.path}"):
+                rows = api.tensor_table(m, stats=not no_stats)
             if json_:
                 print(json.dumps({"path": m.path, "format": m.format, "size": m.pointer.size, "tensors": rows}, indent=2))
                 return
@@ -161,7 +163,8 @@ def register(app: typer.Typer) -> None:
         if html_out is not None:
             from ..diffs.html import render_history
 
-            entries = api.history(path, tensors=tensor, stats=want_stats, max_count=max_count, rev=rev, repo=repo)
+            with busy(f"walking the history of {path}"):
+                entries = list(api.history(path, tensors=tensor, stats=want_stats, max_count=max_count, rev=rev, repo=repo))
             with open(html_out, "w", encoding="utf-8") as f:
                 f.write(render_history(path, entries))
             print(f"coral: wrote {html_out} ({len(entries)} commit(s))", file=sys.stderr)

@@ -38,3 +38,17 @@ def test_add_shows_progress_on_a_terminal_only(repo: Path) -> None:
     quiet = subprocess.run(["git", "add", "model.safetensors"], cwd=repo, env=env, capture_output=True)
     assert quiet.returncode == 0 and b"coral: adding" not in quiet.stderr
     assert git(repo, "show", ":model.safetensors").startswith("coral-pointer 2\n")
+
+
+def test_coral_diff_and_show_show_a_spinner_on_a_terminal_only(repo: Path) -> None:
+    save_safetensors(repo / "model.safetensors", make_state(3, layers=2, width=64))
+    git(repo, "add", "model.safetensors")
+    git(repo, "commit", "-qm", "v1")
+    save_safetensors(repo / "model.safetensors", make_state(4, layers=2, width=64))
+    env = {**os.environ, "COLUMNS": "120"}
+    rc, out = _run_on_a_terminal(["git", "coral", "diff"], repo, env)
+    assert rc == 0 and b"coral: comparing model files" in out and b"layers.0.weight" in out
+    rc, out = _run_on_a_terminal(["git", "coral", "show", "HEAD:model.safetensors"], repo, env)
+    assert rc == 0 and b"coral: reading" in out
+    quiet = subprocess.run(["git", "coral", "diff"], cwd=repo, env=env, capture_output=True)
+    assert b"coral: comparing" not in quiet.stderr and b"layers.0.weight" in quiet.stdout
