@@ -114,14 +114,23 @@ def _parse_size(raw: str) -> int:
     return int(raw[:-1] if mult != 1 else raw) * mult
 
 
-def find_repo(cwd: Path | str | None = None) -> Repo:
-    """Locate the repository that contains ``cwd`` (honours GIT_DIR like git does)."""
+def find_repo(cwd: Path | str | None = None, bare_ok: bool = False) -> Repo:
+    """Locate the repository that contains ``cwd`` (honours GIT_DIR like git does).
+
+    ``bare_ok``: a bare repository (or a git directory itself, where ``worktree`` is None) is
+    accepted — for maintenance (gc, fsck, stats) of the store a path remote writes to.
+    """
     proc = run_git(["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir", "--show-toplevel"], cwd)
     lines = proc.stdout.decode(errors="surrogateescape").splitlines()
-    if proc.returncode != 0 or len(lines) < 2:
-        # a bare repository has no top level; rev-parse still prints the first two
+    if len(lines) < 2:
         raise NotARepositoryError("not inside a git repository; run this from a repository's work tree")
-    worktree = Path(lines[2]) if len(lines) > 2 and lines[2] else None
+    if proc.returncode != 0 and not bare_ok:
+        # a bare repository has no top level; rev-parse still prints the first two
+        raise NotARepositoryError(
+            "this command needs a work tree, and this is a bare repository (or a git directory); "
+            "only 'git coral gc', 'fsck' and 'stats' run here"
+        )
+    worktree = Path(lines[2]) if proc.returncode == 0 and len(lines) > 2 and lines[2] else None
     cfg = run_git(["config", "-z", "--get-regexp", r"^coral\."], cwd)
     config: dict[str, str] = {}
     for item in cfg.stdout.decode(errors="replace").split("\0"):
