@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from ..errors import StoreError, UsageError
-from ..git.repo import git_value, run_git
+from ..git.repo import git_value, run_git, shared_value
 from ..store.objects import write_atomic
 
 PARALLEL = 16
@@ -315,11 +315,7 @@ def _git_config(key: str, cwd: Path | None) -> str | None:
 
 def shared_config(key: str, cwd: Path | None, worktree: Path | None) -> str | None:
     """``key`` from the committed ``.coralconfig`` (work tree first, else HEAD's blob)."""
-    if worktree is not None and (worktree / ".coralconfig").is_file():
-        args = ["config", "--file", str(worktree / ".coralconfig"), "--get", key]
-    else:
-        args = ["config", "--blob", "HEAD:.coralconfig", "--get", key]
-    return git_value(args, cwd)
+    return shared_value(key, cwd, worktree)
 
 
 def local_path(url: str, base: Path | None) -> Path | None:
