@@ -11,10 +11,42 @@ import typer
 from ..errors import UsageError
 
 
+def _pointer_settings(repo, chunk_size: str | None) -> list[str]:
+    """Write ``--chunk-size`` into .coralconfig; explain where settings that change pointers live."""
+    from ..git.install import set_shared
+    from ..git.repo import POINTER_SETTINGS, SHARED_FILE, _parse_size, shared_value
+
+    assert repo.worktree is not None
+    key = "coral.chunkSize"
+    _, lo, hi = POINTER_SETTINGS[key]
+    if chunk_size is not None:
+        try:
+            value = _parse_size(chunk_size)
+        except ValueError:
+            raise UsageError(f"--chunk-size {chunk_size!r} is not a size; use e.g. 1M, 4M or 65536") from None
+        if not lo <= value <= hi:
+            raise UsageError(f"--chunk-size {chunk_size} is out of range [{lo}, {hi}]")
+        set_shared(repo.worktree, key, chunk_size)
+    shared = shared_value(key, repo.worktree, repo.worktree)
+    lines = []
+    if shared is not None:
+        lines.append(f"  {SHARED_FILE}: {key} = {shared} (commit it: pointers depend on it, so it travels with the "
+                     "repository; local git config may only agree)")
+    else:
+        lines.append(f"  chunk size: default; to choose one for every clone, run 'git coral init --chunk-size 4M' "
+                     f"and commit {SHARED_FILE} (pointers depend on it; a per-clone git config value does not travel)")
+        local = repo.config.get(key.lower())
+        if local is not None:
+            lines.append(f"warning: {key} = {local} is set in git config only: other clones will cut different "
+                         f"pointers; run 'git coral init --chunk-size {local}' and commit {SHARED_FILE}")
+    return lines
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def init(
         global_: Annotated[bool, typer.Option("--global", help="Configure the filter for every repository of this user (like 'git lfs install').")] = False,
+        chunk_size: Annotated[str | None, typer.Option("--chunk-size", help="Write coral.chunkSize (e.g. 4M) into .coralconfig, which travels with the repository: pointers depend on it.")] = None,
     ) -> None:
         """Configure the filter, diff and merge drivers, .gitattributes and hooks. Safe to run again."""
         from ..git import install
@@ -23,6 +55,8 @@ def register(app: typer.Typer) -> None:
         if shutil.which("git-coral") is None:
             print("warning: 'git-coral' is not on PATH; git will not find the filter until it is", file=sys.stderr)
         if global_:
+            if chunk_size is not None:
+                raise UsageError("--chunk-size is a setting of one repository (its .coralconfig); run it without --global")
             for line in install.configure("--global"):
                 print(line, file=sys.stderr)
             return
@@ -51,6 +85,8 @@ def register(app: typer.Typer) -> None:
             print(f"  .gitattributes: tracking {' '.join(added)}", file=sys.stderr)
         for h in hooks:
             print(f"  hook {h}", file=sys.stderr)
+        for line in _pointer_settings(repo, chunk_size):
+            print(line, file=sys.stderr)
         left = adopt.pointer_files(repo.worktree)
         if left:
             print(f"  {len(left)} model file(s) in the work tree are still pointers; run 'git coral pull' to fetch and check them out", file=sys.stderr)

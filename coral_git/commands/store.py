@@ -37,6 +37,55 @@ def _signed(n: float) -> str:
     return human_bytes(n) if n >= 0 else f"{human_bytes(-n)} cost"
 
 
+def _report_gc(res, dry_run: bool, prefix: str = "gc") -> None:
+    """gc's warnings and its one summary line (stderr), or the dry run's list (stdout)."""
+    for blob, why in sorted(res.broken_pointers.items()):
+        print(f"warning: blob {blob} looks like a pointer but does not parse ({why})", file=sys.stderr)
+    if res.missing:
+        print(f"warning: {len(res.missing)} chunk(s) that history needs are missing; run 'git coral fsck'", file=sys.stderr)
+    if dry_run:
+        for cid, n in res.removed:
+            print(f"would remove {cid} {n}")
+        print(f"would remove {len(res.removed)} object(s), {human_bytes(res.removed_bytes)}; "
+              f"keep {res.kept} ({res.young} only for the grace period)")
+        return
+    msg = (f"{prefix}: removed {len(res.removed)} object(s) ({human_bytes(res.removed_bytes)}), kept {res.kept}; "
+           f"store {res.files_before} → {res.files_after} files, {human_bytes(res.bytes_before)} → {human_bytes(res.bytes_after)}")
+    if res.repack and res.repack.packed:
+        msg += f"; packed {res.repack.packed} object(s)"
+    if res.tmp_removed:
+        msg += f"; removed {res.tmp_removed} stale temp file(s)"
+    print(msg, file=sys.stderr)
+
+
+def _auto_gc(repo, expire: float, dry_run: bool, pack: bool) -> None:
+    """``gc --auto``: gc only when the loose objects pass the thresholds, one gc at a time."""
+    import os
+
+    from ..git import autogc
+    from ..maintenance.gc import gc
+
+    if os.environ.get(autogc.CHILD_ENV):
+        try:
+            os.nice(10)  # started by an add: yield the CPU to the work in the foreground
+        except OSError:
+            pass
+    needed, why = autogc.check(repo)
+    if not needed:
+        print(f"gc --auto: nothing to do: {why}", file=sys.stderr)
+        return
+    with autogc.gc_lock(repo.store_root) as holder:
+        if holder is not None:
+            print(f"gc --auto: another gc is running (pid {holder}); skipped", file=sys.stderr)
+            return
+        for _ in range(autogc.MAX_ROUNDS):  # adds that ran meanwhile started no gc (this one held the lock)
+            print(f"gc --auto: {why}", file=sys.stderr)
+            res = gc(repo, expire=expire, dry_run=dry_run, pack=pack)
+            _report_gc(res, dry_run, "gc --auto")
+            needed, why = autogc.check(repo)
+            if dry_run or not needed:
+                break
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -44,32 +93,20 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print what would be removed; change nothing.")] = False,
         prune: Annotated[str | None, typer.Option("--prune", help="Remove unreferenced objects older than DATE ('now', '2.weeks.ago', an ISO date). Default: coral.pruneExpire, gc.pruneExpire, or 2 weeks.")] = None,
         no_pack: Annotated[bool, typer.Option("--no-pack", help="Do not gather loose objects into packs.")] = False,
+        auto: Annotated[bool, typer.Option("--auto", help="Only when loose objects pass coral.gc.auto / coral.gc.autoBytes (what adds start in the background); say why not otherwise.")] = False,
     ) -> None:
         """Remove chunks nothing references any more, and pack loose objects."""
         from ..git.repo import find_repo
         from ..maintenance.gc import configured_expire, gc, parse_expire
 
-        repo = find_repo()
+        repo = find_repo(bare_ok=True)
         expire = parse_expire(prune if prune is not None else configured_expire(repo))
+        if auto:
+            _auto_gc(repo, expire, dry_run, not no_pack)
+            return
         with _progress() as progress:
             res = gc(repo, expire=expire, dry_run=dry_run, pack=not no_pack, progress=progress)
-        for blob, why in sorted(res.broken_pointers.items()):
-            print(f"warning: blob {blob} looks like a pointer but does not parse ({why})", file=sys.stderr)
-        if res.missing:
-            print(f"warning: {len(res.missing)} chunk(s) that history needs are missing; run 'git coral fsck'", file=sys.stderr)
-        if dry_run:
-            for cid, n in res.removed:
-                print(f"would remove {cid} {n}")
-            print(f"would remove {len(res.removed)} object(s), {human_bytes(res.removed_bytes)}; "
-                  f"keep {res.kept} ({res.young} only for the grace period)")
-            return
-        msg = (f"gc: removed {len(res.removed)} object(s) ({human_bytes(res.removed_bytes)}), kept {res.kept}; "
-               f"store {res.files_before} → {res.files_after} files, {human_bytes(res.bytes_before)} → {human_bytes(res.bytes_after)}")
-        if res.repack and res.repack.packed:
-            msg += f"; packed {res.repack.packed} object(s)"
-        if res.tmp_removed:
-            msg += f"; removed {res.tmp_removed} stale temp file(s)"
-        print(msg, file=sys.stderr)
+        _report_gc(res, dry_run)
 
     @app.command()
     def repack(
@@ -80,7 +117,7 @@ def register(app: typer.Typer) -> None:
         from ..git.repo import find_repo
         from ..store import packs
 
-        repo = find_repo()
+        repo = find_repo(bare_ok=True)
         store = repo.store
         if max_chain is not None and max_chain < 0:
             raise UsageError("--max-chain must be 0 or more")
@@ -101,7 +138,7 @@ def register(app: typer.Typer) -> None:
         from ..maintenance.fsck import fsck
 
         with _progress() as progress:
-            res = fsck(find_repo(), move=not no_move, full=full, progress=progress)
+            res = fsck(find_repo(bare_ok=True), move=not no_move, full=full, progress=progress)
         for p in res.problems:
             label = "warning" if p.warning else p.kind
             print(f"{label} {p.what}: {p.detail}" + (f" (moved to {p.moved_to})" if p.moved_to else ""))
@@ -127,7 +164,7 @@ def register(app: typer.Typer) -> None:
         if by not in (None, "file", "commit"):
             raise UsageError("--by takes 'file' or 'commit'")
         with _progress() as progress:
-            s = stats(find_repo(), by=by, progress=progress)
+            s = stats(find_repo(bare_ok=True), by=by, progress=progress)
         if json_:
             import json
 

@@ -18,6 +18,7 @@ import xxhash
 from ..core import pointer as ptr
 from ..core.mapped import MappedFile
 from ..errors import CoralError, FormatError, PointerError, StoreError
+from ..git.autogc import maybe_spawn
 from ..git.repo import Repo, find_repo
 from ..store.recent import RecentTensors
 from ..ui import ByteMeter, log
@@ -341,6 +342,8 @@ def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
             header = rd.read_text_list()
         except EOFError:
             flt.finish()
+            if flt.store.written:  # the session stored objects: maybe time for maintenance
+                maybe_spawn(flt.repo)
             return 0
         meta = dict(item.partition("=")[::2] for item in header)
         command, path = meta.get("command", ""), meta.get("pathname", "")

@@ -8,7 +8,7 @@ import stat
 from importlib import resources
 from pathlib import Path
 
-from .repo import Repo, git
+from .repo import SHARED_FILE, Repo, git
 
 DEFAULT_PATTERNS = (
     "*.safetensors", "*.pt", "*.pth", "*.bin", "*.ckpt", "*.gguf", "*.onnx", "*.npy", "*.npz",
@@ -116,3 +116,10 @@ def install_hooks(repo: Repo) -> list[str]:
         hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         done.append(f"{name}: installed")
     return done
+
+
+def set_shared(worktree: Path, key: str, value: str) -> Path:
+    """Write ``key = value`` into ``<worktree>/.coralconfig``, the settings committed with the repository."""
+    path = worktree / SHARED_FILE
+    git("config", "--file", str(path), key, value, cwd=worktree)
+    return path

@@ -87,9 +87,10 @@ class Repo:
             raise UsageError(f"{key} = {value} is out of range [{lo}, {hi}]")
         return value
 
-    @property
+    @cached_property
     def chunk_bytes(self) -> int:
-        return self.setting_int("coral.chunkSize", DEFAULT_CHUNK_BYTES, 4096, 1 << 30)
+        """``coral.chunkSize``: pointers depend on it, so a committed ``.coralconfig`` wins (pointer_setting)."""
+        return pointer_setting(self, "coral.chunkSize", *POINTER_SETTINGS["coral.chunkSize"])
 
     @property
     def workers(self) -> int:
@@ -123,14 +124,73 @@ def _parse_size(raw: str) -> int:
     return int(raw[:-1] if mult != 1 else raw) * mult
 
 
-def find_repo(cwd: Path | str | None = None) -> Repo:
-    """Locate the repository that contains ``cwd`` (honours GIT_DIR like git does)."""
+# -- settings that travel with the repository: the committed .coralconfig (git-config syntax) --------
+# A clone's git config is its own, but pointers must not depend on the clone: a setting that changes
+# pointers (every key of POINTER_SETTINGS) is read from .coralconfig when it is set there, and local
+# git config (or the CORAL_* variable) may only agree with it. Remote settings
+# (coral.remote.<name>.url) are read from the same file, after local git config.
+SHARED_FILE = ".coralconfig"
+# settings on which pointers depend: key → (default, lo, hi); add future ones here
+POINTER_SETTINGS: dict[str, tuple[int, int, int]] = {"coral.chunkSize": (DEFAULT_CHUNK_BYTES, 4096, 1 << 30)}
+
+
+def shared_value(key: str, cwd: Path | None, worktree: Path | None) -> str | None:
+    """``key`` from the committed ``.coralconfig`` (work tree first, else HEAD's blob)."""
+    if worktree is not None and (worktree / SHARED_FILE).is_file():
+        args = ["config", "--file", str(worktree / SHARED_FILE), "--get", key]
+    else:
+        args = ["config", "--blob", f"HEAD:{SHARED_FILE}", "--get", key]
+    return git_value(args, cwd)
+
+
+def _env_name(key: str) -> str:
+    return "CORAL_" + key.split(".", 1)[1].upper()
+
+
+def pointer_setting(repo: Repo, key: str, default: int, lo: int, hi: int) -> int:
+    """The value of pointer setting ``key``: ``.coralconfig`` wins; a local value must agree.
+
+    Without ``.coralconfig`` (or without the key in it) the local value (git config, ``CORAL_*``)
+    or the default is used, as before: a repository opts in by committing the file.
+    """
+    raw = shared_value(key, repo.worktree or repo.git_dir, repo.worktree)
+    if raw is None:
+        return repo.setting_int(key, default, lo, hi)
+    try:
+        value = _parse_size(raw)
+    except ValueError:
+        raise UsageError(f"{key} = {raw!r} in {SHARED_FILE} is not a number; fix it there and commit it") from None
+    if not lo <= value <= hi:
+        raise UsageError(f"{key} = {value} in {SHARED_FILE} is out of range [{lo}, {hi}]; fix it there and commit it")
+    env = _env_name(key)
+    local_raw = os.environ.get(env) or repo.config.get(key.lower())
+    if local_raw is not None and repo.setting_int(key, default, lo, hi) != value:
+        where = env if os.environ.get(env) else "git config"
+        raise UsageError(
+            f"{key} = {local_raw} in {where} disagrees with {key} = {raw} in {SHARED_FILE}, which is committed "
+            f"with the repository and wins (pointers depend on it); remove the local value "
+            f"('git config --unset {key}', with --global if it is set there) or change {SHARED_FILE} and commit it"
+        )
+    return value
+
+
+def find_repo(cwd: Path | str | None = None, bare_ok: bool = False) -> Repo:
+    """Locate the repository that contains ``cwd`` (honours GIT_DIR like git does).
+
+    ``bare_ok``: a bare repository (or a git directory itself, where ``worktree`` is None) is
+    accepted — for maintenance (gc, fsck, stats) of the store a path remote writes to.
+    """
     proc = run_git(["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir", "--show-toplevel"], cwd)
     lines = proc.stdout.decode(errors="surrogateescape").splitlines()
-    if proc.returncode != 0 or len(lines) < 2:
-        # a bare repository has no top level; rev-parse still prints the first two
+    if len(lines) < 2:
         raise NotARepositoryError("not inside a git repository; run this from a repository's work tree")
-    worktree = Path(lines[2]) if len(lines) > 2 and lines[2] else None
+    if proc.returncode != 0 and not bare_ok:
+        # a bare repository has no top level; rev-parse still prints the first two
+        raise NotARepositoryError(
+            "this command needs a work tree, and this is a bare repository (or a git directory); "
+            "only 'git coral gc', 'fsck' and 'stats' run here"
+        )
+    worktree = Path(lines[2]) if proc.returncode == 0 and len(lines) > 2 and lines[2] else None
     cfg = run_git(["config", "-z", "--get-regexp", r"^coral\."], cwd)
     config: dict[str, str] = {}
     for item in cfg.stdout.decode(errors="replace").split("\0"):

@@ -22,6 +22,7 @@ from ..errors import CheckpointError, UsageError
 from ..filter.clean import clean
 from ..filter.smudge import smudge
 from ..git import install
+from ..git.autogc import maybe_spawn
 from ..git.repo import Repo, find_repo, run_git
 from ..store.recent import RecentTensors
 
@@ -395,6 +396,7 @@ class BranchWriter:
                 f"branch '{branch}' is checked out in {where}; checkpoints need a branch that no worktree has checked out"
             )
         self.recent = RecentTensors(self.repo.store_root / "recent")
+        self._written = 0  # store.written after the last maintenance check
 
     def _previous(self, tree, path: str) -> ptr.Pointer | None:
         try:
@@ -432,6 +434,9 @@ class BranchWriter:
         oid = r.create_commit(None, author, committer, message, tree, [pygit2.Oid(hex=parent)] if parent else [])
         new = str(oid)
         update_refs(self.repo, [(self.ref, new, parent or ZERO)], "coral checkpoint: " + message.splitlines()[0])
+        if self.repo.store.written > self._written:  # this commit stored objects: maybe time for maintenance
+            self._written = self.repo.store.written
+            maybe_spawn(self.repo)
         return new
 
     def _attributes(self, ptree, paths: list[str]) -> bytes | None:

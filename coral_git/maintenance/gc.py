@@ -9,6 +9,7 @@ kept together with their bases, so a ``git add`` that has not been committed yet
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import time
@@ -174,6 +175,8 @@ def gc(
     store = repo.store
     src = packs.attach(store)
     res = GcResult(reachable=0, broken_pointers=dict(reach.broken))
+    if not dry_run:
+        res.tmp_removed = clean_temp(repo.store_root)  # free space first: a full disk is a reason to gc
     with store.lock():
         src.rescan(force=True)
         inv = packs.inventory(store, src)
@@ -194,14 +197,34 @@ def gc(
             res.files_after, res.bytes_after = res.files_before, res.bytes_before
             return res
         on_item = (lambda k, n: progress("packing", k, n)) if progress else None
-        res.repack = packs.repack(
-            store, drop=garbage, loose=pack, max_chain=store.max_chain if pack else None, rekey=rebase, on_item=on_item
-        )
+        freed = drop_loose(store, inv, garbage)  # before packing needs any space (a nearly full disk)
+        try:
+            res.repack = packs.repack(
+                store, drop=garbage, loose=pack, max_chain=store.max_chain if pack else None, rekey=rebase, on_item=on_item
+            )
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StoreError(
+                f"gc removed {freed} unreferenced loose object(s) but packing needs more free space "
+                f"({exc.strerror}); free space and run gc again, or use 'git coral gc --no-pack'"
+            ) from None
         forget_freshened(store, expire)
         res.objects_after = len(inv) - len(garbage)
         res.files_after, res.bytes_after = packs.store_files(store, src)
-    res.tmp_removed = clean_temp(repo.store_root)
     return res
+
+
+def drop_loose(store, inv: dict[str, packs.Stored], garbage: set[str]) -> int:
+    """Delete the loose copies of ``garbage`` now (the caller holds the store lock), each only if
+    it is still the file the inventory saw (an add may have freshened it since). Returns how many
+    went. Run before packing, so that gc frees space before it needs any."""
+    n = 0
+    for cid in garbage:
+        s = inv.get(cid)
+        if s is not None and s.loose is not None and packs._unlink_if_same(packs.loose_path(store, cid), s.loose):
+            n += 1
+    return n
 
 
 def clean_temp(root: Path, age: float = TMP_AGE, now: float | None = None) -> int:

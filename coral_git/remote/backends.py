@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from ..errors import RemoteError, StoreError, UsageError
-from ..git.repo import git_value, run_git
+from ..git.repo import git_value, run_git, shared_value
 from ..store.objects import write_atomic
 from .base import RemoteStore
 
@@ -52,9 +52,19 @@ class PathRemote(RemoteStore):
         if not self.root.is_dir() and not parent.is_dir():
             raise RemoteError(f"cannot reach {self.describe()}: {parent} does not exist; check the remote's URL")
 
+    def _packed(self, cid: str) -> bytes | None:
+        """``cid`` from the remote's packs (a gc run in the bare repository packs its store)."""
+        if getattr(self, "_packs", None) is None:
+            from ..store.packs import PackSource
+
+            self._packs = PackSource(self.root / "packs")
+        if not (self.root / "packs").is_dir():
+            return None
+        return self._packs.read(cid)
+
     def has_many(self, ids: Iterable[str]) -> set[str]:
         self._check()
-        return {c for c in ids if self._path(c).exists()}
+        return {c for c in ids if self._path(c).exists() or self._packed(c) is not None}
 
     def upload(self, cid: str, data: bytes) -> None:
         self._check()
@@ -75,7 +85,10 @@ class PathRemote(RemoteStore):
             try:
                 return self._path(cid).read_bytes()
             except FileNotFoundError:
-                raise self.missing(cid) from None
+                data = self._packed(cid)
+                if data is None:
+                    raise self.missing(cid) from None
+                return data
             except OSError as exc:
                 raise _os_error(exc, self) from None
 
@@ -278,11 +291,7 @@ def _git_config(key: str, cwd: Path | None) -> str | None:
 
 def shared_config(key: str, cwd: Path | None, worktree: Path | None) -> str | None:
     """``key`` from the committed ``.coralconfig`` (work tree first, else HEAD's blob)."""
-    if worktree is not None and (worktree / ".coralconfig").is_file():
-        args = ["config", "--file", str(worktree / ".coralconfig"), "--get", key]
-    else:
-        args = ["config", "--blob", "HEAD:.coralconfig", "--get", key]
-    return git_value(args, cwd)
+    return shared_value(key, cwd, worktree)
 
 
 def local_path(url: str, base: Path | None) -> Path | None:

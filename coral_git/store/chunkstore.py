@@ -115,6 +115,7 @@ class ChunkStore:
         self.fsync = True  # coral.fsync: new objects reach the disk before git records a pointer
         self._codecs = threading.local()
         self._unsynced: list[str] = []  # objects written since the last sync()
+        self.written = 0  # objects written by this process (automatic gc looks after adds that wrote some)
 
     # -- reading -----------------------------------------------------------------------------
     def has(self, cid: str) -> bool:
@@ -201,6 +202,7 @@ class ChunkStore:
 
     def _write(self, cid: str, obj: bytes) -> None:
         self.loose.write(cid, obj)
+        self.written += 1  # not exact under threads; only "some" matters
         if self.fsync:
             self._unsynced.append(cid)  # list.append is atomic: clean's worker threads share it
 
