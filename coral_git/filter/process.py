@@ -19,6 +19,8 @@ from ..core import pointer as ptr
 from ..core.mapped import MappedFile
 from ..errors import CoralError, FormatError, PointerError, StoreError
 from ..git.repo import Repo, find_repo
+from ..git.tracked import TrackedTensors
+from ..store.basechoice import MAX_CANDIDATES
 from ..store.recent import RecentTensors
 from ..ui import log
 from .clean import clean
@@ -133,10 +135,14 @@ class Filter:
     def __init__(self, repo: Repo, fetcher: FetcherFactory | None = None) -> None:
         self.repo = repo
         self.store = repo.store
-        self.recent = RecentTensors(repo.store_root / "recent")
+        # coral.baseCandidates: how many versions a tensor at a new path may try as its base (1: the
+        # most recently stored one only, no trial encode)
+        self.candidates = repo.setting_int("coral.baseCandidates", MAX_CANDIDATES, 1, MAX_CANDIDATES)
+        self.recent = RecentTensors(repo.store_root / "recent", limit=self.candidates)
         self.tmpdir = str(repo.store_root / "tmp")
         self._index = None
         self._previous: dict[str, ptr.Pointer | None] = {}
+        self._tracked: TrackedTensors | None = None
         if fetcher is not None:
             self.store.fetcher = fetcher(repo)  # missing chunks come from the remote store on demand
 
@@ -145,6 +151,14 @@ class Filter:
         if path not in self._previous:
             self._previous[path] = self._read_previous(path)
         return self._previous[path]
+
+    def tracked(self, name: str, dtype: str, shape: tuple[int, ...], chunk_bytes: int) -> list[tuple[str, ...]]:
+        """Versions of a tensor that other paths hold in the index, HEAD or MERGE_HEAD (read on first use)."""
+        if self.candidates == 1:
+            return []
+        if self._tracked is None:
+            self._tracked = TrackedTensors(self.repo.pygit)
+        return self._tracked(name, dtype, shape, chunk_bytes)
 
     def _read_previous(self, path: str) -> ptr.Pointer | None:
         try:
@@ -175,6 +189,7 @@ class Filter:
             chunk_bytes=self.repo.chunk_bytes,
             workers=self.repo.workers,
             file_id=file_id,
+            tracked=self.tracked,
         )
         if res.new_chunks and res.pointer.format == "opaque":
             why = res.note or "format not recognised"
@@ -247,6 +262,7 @@ class Filter:
                 recent=self.recent,
                 chunk_bytes=self.repo.chunk_bytes,
                 workers=self.repo.workers,
+                tracked=self.tracked,
             )
 
         return Spool(self.tmpdir, streamer)
