@@ -122,12 +122,6 @@ def startup(tmp: Path, runs: int) -> None:
         repo, _ = new_repo(tmp / f"small-{kind}", kind)
         times = [add_commit(repo, f"ckpt_{k}.safetensors", model(4, 50 + k)) for k in range(runs)]
         print(f"{kind:10} {statistics.median(times):6.3f} s")
-    repo = tmp / "small-coral"
-    t = []
-    for _ in range(runs):
-        s = time.perf_counter()
-        subprocess.run(["git-coral", "filter-process", "--help"], capture_output=True)
-        t.append(time.perf_counter() - s)
 
 
 def main() -> None:
