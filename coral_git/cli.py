@@ -57,6 +57,22 @@ def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type,
     return tuple(exits), tuple(aborts), tuple(errors)
 
 
+def make_fetcher(repo):
+    """The remote fetcher for smudge, imported on the first missing chunk: the remote modules (HTTP,
+    S3 signing) would cost every filter start-up, and most sessions never fetch."""
+    fetcher = None
+
+    def fetch(ids: list[str]) -> None:
+        nonlocal fetcher
+        if fetcher is None:
+            from .remote.fetch import make_fetcher as real
+
+            fetcher = real(repo)
+        fetcher(ids)
+
+    return fetch
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point of ``git-coral``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -65,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in FAST:
             from .filter import process as gitfilter
-            from .remote.fetch import make_fetcher
 
             if argv[0] == "filter-process":
                 return gitfilter.filter_process(make_fetcher)

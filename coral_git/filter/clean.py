@@ -17,8 +17,11 @@ from ..dtypes import itemsize
 from ..errors import PointerError
 from ..formats.layout import Layout, TensorSpan
 from ..formats.registry import detect
+from ..store.basechoice import Pick, choose
 from ..store.chunkstore import ChunkStore, chunk_id
 from ..store.recent import RecentTensors
+
+Tracked = Callable[[str, str, tuple[int, ...], int], list[tuple[str, ...]]]  # signature → versions held by other paths
 
 
 @dataclass
@@ -54,9 +57,11 @@ def skeleton_pieces(layout: Layout, chunk_bytes: int) -> Iterator[Ranges]:
         yield parts
 
 
-def store_chunk(store: ChunkStore, raw: np.ndarray, itemsize: int, base: str | None) -> tuple[str, bool]:
+def store_chunk(store: ChunkStore, raw: np.ndarray, itemsize: int, base: str | Pick | None) -> tuple[str, bool]:
     """Store one chunk (clean's and streaming clean's one step): its id, and whether it was new."""
     cid = chunk_id(raw)
+    if isinstance(base, Pick):  # a new path's tensor: its first new chunk tries the candidates
+        base = None if store.has(cid) else base.choice.base(store, base.index, raw, itemsize)
     return cid, store.put(raw, itemsize, base, cid=cid)
 
 
@@ -71,31 +76,48 @@ def opaque_cdc(layout: Layout, chunk_bytes: int) -> tuple[int, int, int] | None:
     return cdc_params(chunk_bytes)
 
 
-Job = tuple[Ranges, int, "str | None"]
+Job = tuple[Ranges, int, "str | Pick | None"]
 Span = tuple[TensorSpan, int, int]
 
 
 def tensor_jobs(
-    layout: Layout, previous: ptr.Pointer | None, recent: RecentTensors | None, chunk_bytes: int
+    layout: Layout,
+    previous: ptr.Pointer | None,
+    recent: RecentTensors | None,
+    chunk_bytes: int,
+    tracked: Tracked | None = None,
 ) -> tuple[list[Job], list[Span]]:
-    """One job per tensor chunk (file range, itemsize, delta base), and where each tensor's jobs start."""
+    """One job per tensor chunk (file range, itemsize, delta base), and where each tensor's jobs start.
+
+    The base is the same path's previous version of the tensor; for a tensor without one, the
+    candidates (newest recent version, versions other tracked paths hold, older recent versions)
+    are left to a trial encode (store/basechoice.py)."""
     prev_tensors = previous.by_name() if previous is not None and previous.chunk_bytes == chunk_bytes else {}
     jobs: list[Job] = []
     spans: list[Span] = []
     for t in layout.tensors:
         ranges = tensor_chunks(t.dtype, t.shape, t.nbytes, chunk_bytes)
         prev = prev_tensors.get(t.name)
-        ids: list[str] | None = None
+        bases: list[str | Pick | None]
         if prev is not None and prev.dtype == t.dtype and len(prev.chunks) == len(ranges) and prev.shape == t.shape:
-            ids = list(prev.chunks)
-        elif recent is not None:
-            ids = recent.get(t.name, t.dtype, t.shape, chunk_bytes)
-        bases: list[str | None] = list(ids) if ids is not None and len(ids) == len(ranges) else [None] * len(ranges)
+            bases = list(prev.chunks)
+        else:
+            bases = choose(candidates(t, recent, tracked, chunk_bytes), len(ranges))
         elem = itemsize(t.dtype)
         spans.append((t, len(jobs), len(ranges)))
         for (s, e), b in zip(ranges, bases, strict=True):
             jobs.append(([(t.offset + s, t.offset + e)], elem, b))
     return jobs, spans
+
+
+def candidates(
+    t: TensorSpan, recent: RecentTensors | None, tracked: Tracked | None, chunk_bytes: int
+) -> list[tuple[str, ...]]:
+    """Base candidates for tensor ``t`` at a new path, most likely first."""
+    sig = (t.name, t.dtype, t.shape, chunk_bytes)
+    versions = [tuple(v) for v in recent.get_all(*sig)] if recent is not None else []
+    others = tracked(*sig) if tracked is not None else []
+    return versions[:1] + others + versions[1:]
 
 
 def assemble(
@@ -141,6 +163,7 @@ def clean(
     chunk_bytes: int,
     workers: int = 2,
     file_id: str | None = None,
+    tracked: Tracked | None = None,
 ) -> CleanResult:
     """Store ``data`` and return its pointer; a valid pointer is returned unchanged.
 
@@ -182,7 +205,7 @@ def clean(
         skel_pieces = list(skeleton_pieces(layout, chunk_bytes))
     for i, piece in enumerate(skel_pieces):
         jobs.append((piece, 1, prev_skeleton[i] if i < len(prev_skeleton) else None))
-    tjobs, spans = tensor_jobs(layout, previous, recent, chunk_bytes)
+    tjobs, spans = tensor_jobs(layout, previous, recent, chunk_bytes, tracked)
     spans = [(t, first + len(jobs), n) for t, first, n in spans]
     jobs.extend(tjobs)
 

@@ -20,6 +20,8 @@ from ..core.mapped import MappedFile
 from ..errors import CoralError, FormatError, PointerError, StoreError
 from ..git.autogc import maybe_spawn
 from ..git.repo import Repo, find_repo
+from ..git.tracked import TrackedTensors
+from ..store.basechoice import MAX_CANDIDATES
 from ..store.recent import RecentTensors
 from ..ui import ByteMeter, log
 from . import direct
@@ -137,7 +139,10 @@ class Filter:
     def __init__(self, repo: Repo, fetcher: FetcherFactory | None = None) -> None:
         self.repo = repo
         self.store = repo.store
-        self.recent = RecentTensors(repo.store_root / "recent")
+        # coral.baseCandidates: how many versions a tensor at a new path may try as its base (1: the
+        # most recently stored one only, no trial encode)
+        self.candidates = repo.setting_int("coral.baseCandidates", MAX_CANDIDATES, 1, MAX_CANDIDATES)
+        self.recent = RecentTensors(repo.store_root / "recent", limit=self.candidates)
         self.tmpdir = str(repo.store_root / "tmp")
         self._index = None
         self._previous: dict[str, ptr.Pointer | None] = {}
@@ -145,6 +150,7 @@ class Filter:
         self.pending: direct.Pending | None = None
         self.fresh = fresh_pointers(repo.chunk_bytes)  # files a direct checkout just wrote
         self._shards = ShardBases(repo)
+        self._tracked: TrackedTensors | None = None
         if fetcher is not None:
             self.store.fetcher = fetcher(repo)  # missing chunks come from the remote store on demand
 
@@ -160,6 +166,14 @@ class Filter:
             return self._shards.base(path, self.previous(path), self.repo.chunk_bytes)
         except Exception:  # a base is an optimisation: an unreadable index never fails a clean
             return self.previous(path)
+
+    def tracked(self, name: str, dtype: str, shape: tuple[int, ...], chunk_bytes: int) -> list[tuple[str, ...]]:
+        """Versions of a tensor that other paths hold in the index, HEAD or MERGE_HEAD (read on first use)."""
+        if self.candidates == 1:
+            return []
+        if self._tracked is None:
+            self._tracked = TrackedTensors(self.repo.pygit)
+        return self._tracked(name, dtype, shape, chunk_bytes)
 
     def _read_previous(self, path: str) -> ptr.Pointer | None:
         try:
@@ -190,6 +204,7 @@ class Filter:
             chunk_bytes=self.repo.chunk_bytes,
             workers=self.repo.workers,
             file_id=file_id,
+            tracked=self.tracked,
         )
         if res.new_chunks and res.pointer.format == "opaque":
             why = res.note or "format not recognised"
@@ -285,6 +300,7 @@ class Filter:
                 recent=self.recent,
                 chunk_bytes=self.repo.chunk_bytes,
                 workers=self.repo.workers,
+                tracked=self.tracked,
             )
 
         return Spool(self.tmpdir, streamer)

@@ -22,7 +22,7 @@ from ..errors import FormatError
 from ..formats import safetensors
 from ..store.chunkstore import ChunkStore
 from ..store.recent import RecentTensors
-from .clean import assemble, store_chunk, tensor_jobs
+from .clean import Tracked, assemble, store_chunk, tensor_jobs
 
 SKELETON_CAP = 64 << 20
 
@@ -43,6 +43,7 @@ class StreamingClean:
         recent: RecentTensors | None,
         chunk_bytes: int,
         workers: int,
+        tracked: Tracked | None = None,
     ) -> None:
         if not safetensors.probe(memoryview(head)):
             raise FormatError("not a safetensors header")
@@ -54,7 +55,7 @@ class StreamingClean:
         self.spans_layout = layout
         self.store, self.previous, self.recent = store, previous, recent
         self.chunk_bytes = chunk_bytes
-        self.jobs, self.spans = tensor_jobs(layout, previous, recent, chunk_bytes)
+        self.jobs, self.spans = tensor_jobs(layout, previous, recent, chunk_bytes, tracked)
         # regions in file order: tensor jobs, with skeleton bytes wherever none covers the file
         self.regions: list[tuple[int, int, int]] = [(j[0][0][0], j[0][0][1], i) for i, j in enumerate(self.jobs)]
         self.ri = 0

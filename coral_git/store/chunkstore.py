@@ -238,6 +238,23 @@ class ChunkStore:
         when that version is itself too deep, against the version its chain starts from (so
         versions fan out from a keyframe and any of them decodes in ``add_chain + 1`` steps) —
         or None when no delta pays."""
+        found = self.delta_target(base, raw.size)
+        if found is None:
+            return None
+        target, depth = found
+        try:
+            base_raw = self.get(target)
+        except StoreError:
+            return None  # a damaged base is fsck's business; this chunk is stored as a keyframe
+        payload = self.delta_encoder().encode(raw, itemsize, base_raw)
+        if len(payload) >= DELTA_PAYS * raw.size:
+            return None
+        return target, ObjectHeader(self.delta_codec, itemsize, depth + 1, raw.size, target).pack() + payload
+
+    def delta_target(self, base: str, raw_len: int) -> tuple[str, int] | None:
+        """``(object a new delta on base would be encoded against, its chain depth)``: ``base`` itself
+        or, when it is too deep for ``add_chain``, the version its chain starts from; None when none is
+        stored locally, readable, and of length ``raw_len``."""
         try:
             target: str | None = base
             for _ in range(self.max_chain + 2):
@@ -253,15 +270,13 @@ class ChunkStore:
                 target = hdr.base
             else:
                 return None
-            if hdr.raw_len != raw.size:
-                return None
-            base_raw = self.get(target)
         except StoreError:
-            return None  # a damaged base is fsck's business; this chunk is stored as a keyframe
-        payload = self._codec(self.delta_codec).encode(raw, itemsize, base_raw)
-        if len(payload) >= DELTA_PAYS * raw.size:
             return None
-        return target, ObjectHeader(self.delta_codec, itemsize, depth + 1, raw.size, target).pack() + payload
+        return (target, depth) if target is not None and hdr.raw_len == raw_len else None
+
+    def delta_encoder(self) -> Codec:
+        """The codec new deltas are written with (``coral.deltaCodec``)."""
+        return self._codec(self.delta_codec)
 
     def keyframe(self, raw: np.ndarray, itemsize: int, run: int = 0) -> bytes:
         """The object (header + payload) that stores ``raw`` without a delta base: zstd-shuffled, or raw if smaller."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from numcodecs import Zstd
 
 from . import planecoding as pc
 
@@ -54,6 +53,8 @@ class Codec:
         Codec.registry[cls.code] = cls
 
     def __init__(self, level: int = 1) -> None:
+        from numcodecs import Zstd  # on first use: numcodecs' package import costs a filter's start-up ~30 ms
+
         self.zstd = Zstd(level=level)
 
     def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:

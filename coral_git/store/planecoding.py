@@ -13,9 +13,12 @@ stored raw, no wasted pass).
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
-from numcodecs import Zstd
+
+if TYPE_CHECKING:
+    from numcodecs import Zstd
 
 UINT = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 INT = {1: np.dtype("<i1"), 2: np.dtype("<i2"), 4: np.dtype("<i4"), 8: np.dtype("<i8")}

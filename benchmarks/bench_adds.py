@@ -1,0 +1,148 @@
+"""Adds: the base chosen for fine-tunes at new paths, clean speed of a new version, start-up per git command.
+
+Side by side with git-lfs, one run on this machine (print ``uptime`` with the figures: the VM is shared).
+
+1. New paths: a base model (two unrelated base models with ``--bases 2``) committed, then fine-tunes of
+   it (base + small independent noise) added as new files ``ft/variant_K.safetensors`` one after the
+   other, each committed. Store growth for the fine-tunes with ``coral.baseCandidates=1`` (the most
+   recently stored version only, the behaviour before base choice), with the default (trial among
+   candidates), and git-lfs.
+2. Clean of a new version of a ``--size-mb`` model (``git add`` wall time after the previous version
+   is committed), coral vs git-lfs.
+3. Start-up: ``git add`` + ``git commit`` of a fresh 4 MB checkpoint, median of ``--runs``.
+
+    python benchmarks/bench_adds.py --ft 5 --ft-mb 16 --size-mb 256 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+ENV = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), cwd=cwd, check=True, env={**os.environ, **ENV}, capture_output=True)
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def new_repo(root: Path, kind: str, **config: str) -> tuple[Path, Path]:
+    """A repository tracking *.safetensors with coral or git-lfs; returns (repo, its store dir)."""
+    root.mkdir(parents=True)
+    run(root, "git", "init", "-q", "-b", "main")
+    if kind == "git-lfs":
+        run(root, "git", "lfs", "install", "--local")
+        run(root, "git", "lfs", "track", "*.safetensors")
+        store = root / ".git" / "lfs"
+    else:
+        run(root, "git", "coral", "init")
+        store = root / ".git" / "coral"
+    for k, v in config.items():
+        run(root, "git", "config", k, v)
+    run(root, "git", "add", ".gitattributes")
+    run(root, "git", "commit", "-qm", "init")
+    return root, store
+
+
+def model(size_mb: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    width = 512
+    layers = max(1, size_mb * (1 << 20) // (width * width * 4))
+    return {f"layers.{i}.weight": (rng.standard_normal((width, width)) * 0.02).astype(np.float32) for i in range(layers)}
+
+
+def finetune(base: dict[str, np.ndarray], seed: int, scale: float = 1e-3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: (v * (1 + rng.standard_normal(v.shape).astype(np.float32) * scale)).astype(np.float32) for k, v in base.items()}
+
+
+def add_commit(repo: Path, rel: str, state: dict[str, np.ndarray]) -> float:
+    path = repo / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    t = time.perf_counter()
+    run(repo, "git", "add", rel)
+    run(repo, "git", "commit", "-qm", rel)
+    return time.perf_counter() - t
+
+
+def new_paths(tmp: Path, size_mb: int, nft: int, nbases: int) -> None:
+    bases = [model(size_mb, 1000 + b) for b in range(nbases)]
+    fts = [(k % nbases, finetune(bases[k % nbases], 2000 + k)) for k in range(nft)]
+    raw = sum(v.nbytes for v in bases[0].values())
+    print(f"\n## New paths: {nbases} base model(s) of {raw / 2**20:.0f} MB + {nft} fine-tunes added as new paths "
+          f"(interleaved over the bases)")
+    rows = []
+    for label, kind, cfg in (("coral, most recent only", "coral", {"coral.baseCandidates": "1"}),
+                             ("coral, best of candidates", "coral", {}),
+                             ("git-lfs", "git-lfs", {})):
+        repo, store = new_repo(tmp / f"np-{nbases}-{kind}-{len(cfg)}", kind, **cfg)
+        for b, st in enumerate(bases):
+            add_commit(repo, f"base_{b}.safetensors", st)
+        before = du(store)
+        secs = sum(add_commit(repo, f"ft/variant_{k}.safetensors", st) for k, (_, st) in enumerate(fts))
+        grown = du(store) - before
+        rows.append((label, grown, secs))
+    today = rows[0][1]
+    print(f"{'':28} {'stored for fine-tunes':>22} {'ratio to raw':>13} {'vs most-recent':>15} {'add+commit s':>13}")
+    for label, grown, secs in rows:
+        print(f"{label:28} {grown / 2**20:19.1f} MB {raw * nft / grown:12.2f}x {today / grown:14.2f}x {secs:13.2f}")
+
+
+def clean_speed(tmp: Path, size_mb: int) -> None:
+    v1 = model(size_mb, 1)
+    v2 = finetune(v1, 2)
+    raw = sum(v.nbytes for v in v1.values())
+    print(f"\n## Clean of a new version of a {raw / 2**20:.0f} MB model (git add after the previous version is committed)")
+    for kind in ("coral", "git-lfs"):
+        repo, _ = new_repo(tmp / f"speed-{kind}", kind)
+        add_commit(repo, "model.safetensors", v1)
+        save_file(v2, str(repo / "model.safetensors"))
+        t = time.perf_counter()
+        run(repo, "git", "add", "model.safetensors")
+        secs = time.perf_counter() - t
+        print(f"{kind:10} git add {secs:6.2f} s  {raw / 2**20 / secs:7.0f} MB/s")
+
+
+def startup(tmp: Path, runs: int) -> None:
+    print(f"\n## Start-up: add+commit of a fresh 4 MB checkpoint (median of {runs})")
+    for kind in ("coral", "git-lfs"):
+        repo, _ = new_repo(tmp / f"small-{kind}", kind)
+        times = [add_commit(repo, f"ckpt_{k}.safetensors", model(4, 50 + k)) for k in range(runs)]
+        print(f"{kind:10} {statistics.median(times):6.3f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ft", type=int, default=5)
+    ap.add_argument("--ft-mb", type=int, default=16)
+    ap.add_argument("--size-mb", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--only", choices=("paths", "speed", "startup"))
+    a = ap.parse_args()
+    print(os.popen("uptime").read().strip())
+    with tempfile.TemporaryDirectory(prefix="bench-adds-") as d:
+        tmp = Path(d)
+        if a.only in (None, "paths"):
+            new_paths(tmp, a.ft_mb, a.ft, 1)
+            new_paths(tmp, a.ft_mb, a.ft, 2)
+        if a.only in (None, "speed"):
+            clean_speed(tmp, a.size_mb)
+        if a.only in (None, "startup"):
+            startup(tmp, a.runs)
+
+
+if __name__ == "__main__":
+    main()
