@@ -197,7 +197,9 @@ def gc(
             res.files_after, res.bytes_after = res.files_before, res.bytes_before
             return res
         on_item = (lambda k, n: progress("packing", k, n)) if progress else None
-        freed = drop_loose(store, inv, garbage)  # before packing needs any space (a nearly full disk)
+        # before packing needs any space (a nearly full disk); the chains of objects to re-encode stay
+        # until they are re-encoded
+        freed = drop_loose(store, inv, garbage - chains_of(store, rebase))
         try:
             res.repack = packs.repack(
                 store, drop=garbage, loose=pack, max_chain=store.max_chain if pack else None, rekey=rebase, on_item=on_item
@@ -213,6 +215,21 @@ def gc(
         res.objects_after = len(inv) - len(garbage)
         res.files_after, res.bytes_after = packs.store_files(store, src)
     return res
+
+
+def chains_of(store, cids: set[str]) -> set[str]:
+    """Every object the decode of ``cids`` reads (their delta bases, recursively)."""
+    out: set[str] = set()
+    for cid in cids:
+        cur: str | None = cid
+        while cur is not None and cur not in out:
+            out.add(cur)
+            try:
+                hdr = packs.read_header(store, cur)
+            except CorruptObjectError:
+                break
+            cur = hdr.base if hdr is not None else None
+    return out
 
 
 def drop_loose(store, inv: dict[str, packs.Stored], garbage: set[str]) -> int:
