@@ -26,6 +26,7 @@ from ..store.recent import RecentTensors
 from ..ui import ByteMeter, log
 from . import direct
 from .clean import clean
+from .fresh import ENV as FRESH_ENV
 from .fresh import FreshSpool, fresh_pointers
 from .pktline import PktReader, PktWriter
 from .shardbase import ShardBases
@@ -148,7 +149,9 @@ class Filter:
         self._previous: dict[str, ptr.Pointer | None] = {}
         self._fetch_paths = None
         self.pending: direct.Pending | None = None
-        self.fresh = fresh_pointers(repo.chunk_bytes)  # files a direct checkout just wrote
+        # files a direct checkout just wrote (only set in the refresh it runs: read settings only then,
+        # so a bad setting is reported per file, inside the protocol, not as a dead filter)
+        self.fresh = fresh_pointers(repo.chunk_bytes) if os.environ.get(FRESH_ENV) else {}
         self._shards = ShardBases(repo)
         self._tracked: TrackedTensors | None = None
         if fetcher is not None:
