@@ -13,6 +13,7 @@ stored raw, no wasted pass).
 from __future__ import annotations
 
 import struct
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -76,6 +77,21 @@ class StreamReader:
     def done(self) -> None:
         if self.pos != len(self.buf):
             raise ValueError(f"{len(self.buf) - self.pos} trailing bytes after the last stream")
+
+
+_KERNELS: list[ModuleType | None] = []
+
+
+def kernels() -> ModuleType | None:
+    """The compiled kernels (``planekernels``), imported on first use; None when numba is missing
+    (then the codecs use the numpy reference functions below, same bytes, slower)."""
+    if not _KERNELS:
+        try:
+            from . import planekernels
+        except ImportError:
+            planekernels = None
+        _KERNELS.append(planekernels)
+    return _KERNELS[0]
 
 
 def exponent_context(base: np.ndarray, e: int) -> np.ndarray:
