@@ -44,7 +44,12 @@ from coral_git.store.chunkstore import DELTA_CODEC, KEYFRAME_CODEC
 from coral_git.store.codecs import codec, group_bytes
 
 # name: (keyframe codec, delta codec or None); v2 is what the store writes now, rot-k the per-plane keyframe
-PAIRS: dict[str, tuple[int, int | None]] = {"today": (1, 2), "v2": (KEYFRAME_CODEC, DELTA_CODEC), "rot-k": (4, None)}
+PAIRS: dict[str, tuple[int, int | None]] = {
+    "today": (1, 2),
+    "v2": (KEYFRAME_CODEC, DELTA_CODEC),
+    "c5": (1, 5),
+    "rot-k": (4, None),
+}
 
 
 def h0(planes: np.ndarray) -> float:
@@ -110,10 +115,15 @@ def bench_run(name: str, states: list[dict[str, np.ndarray]], repeat: int) -> di
     cod = {label: (codec(kc), codec(dc) if dc is not None else None) for label, (kc, dc) in PAIRS.items()}
     for label in PAIRS:
         res[label] = {"delta": 0.0, "key": 0.0, "enc_s": 0.0, "dec_s": 0.0, "kenc_s": 0.0, "kdec_s": 0.0}
-    # the codecs take turns chunk by chunk, so a busy machine slows them alike
+    # the codecs take turns chunk by chunk, so a busy machine slows them alike, and the one that goes
+    # first (reading the chunk into cache) changes from chunk to chunk
+    labels = list(cod)
+    turn = itertools.count()
     for older, newer in itertools.pairwise(cs):
         for (_, a, e), (_, b, _) in zip(older, newer, strict=True):
-            for label, (_, d) in cod.items():
+            t0 = next(turn) % len(labels)
+            for label in labels[t0:] + labels[:t0]:
+                d = cod[label][1]
                 if d is None:
                     continue
                 r = res[label]
@@ -125,7 +135,9 @@ def bench_run(name: str, states: list[dict[str, np.ndarray]], repeat: int) -> di
                 r["enc_s"] += te
                 r["dec_s"] += td
     for _, b, e in cs[-1]:
-        for label, (k, _) in cod.items():
+        t0 = next(turn) % len(labels)
+        for label in labels[t0:] + labels[:t0]:
+            k = cod[label][0]
             r = res[label]
             te, p = timed(lambda b=b, e=e, k=k: k.encode(b, e), repeat)
             td, out = timed(lambda p=p, b=b, e=e, k=k: k.decode(p, e, b.size), repeat)
