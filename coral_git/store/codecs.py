@@ -198,7 +198,8 @@ class SubZigzagPlanesCodec(Codec):
         if self.kernels is not None:
             nz = z != 0
             pc.put_stream(out, np.packbits(nz), self.zstd)
-            cls, _, h2, planes = self.kernels.split(z, base.view(pc.UINT[e]), e)
+            idx = pc.sparse_index(nz)
+            cls, _, h2, planes = self.kernels.split(z, idx, base.view(pc.UINT[e]), e)
             m = cls.size
             if m == 0:
                 return b"".join(out)
@@ -266,14 +267,16 @@ class SubZigzagPlanesCodec(Codec):
     def _decode_kernels(self, rd: pc.StreamReader, nz: np.ndarray, base: np.ndarray, e: int) -> np.ndarray:
         k = self.kernels
         m = int(np.count_nonzero(nz))
+        idx = pc.sparse_index(nz, m)
         out = np.empty(base.size, dtype=base.dtype)
+        if idx.size or m == 0:
+            np.copyto(out, base)
         if m == 0:
             rd.done()
-            out[:] = base
             return out.view(np.uint8)
         w = pc.CLASS_BITS.get(e, 0)
         cls = k.unpack_classes(rd.take((m * w + 7) // 8) if w else np.zeros(0, np.uint8), m, w)
-        h, h2 = k.histograms(nz, base, cls, e)
+        h, h2 = k.histograms(nz, idx, base, cls, e)
         counts = h2.sum(axis=1)
         if counts.sum() != m:
             raise ValueError("byte-length class out of range")
@@ -286,7 +289,7 @@ class SubZigzagPlanesCodec(Codec):
                     rd.take(n, out=planes[off : off + n])
                 off += n
         rd.done()
-        k.assemble(nz, base, cls, h, h2, planes, out)
+        k.assemble(nz, idx, base, cls, h, h2, planes, out)
         return out.view(np.uint8)
 
 

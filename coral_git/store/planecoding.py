@@ -94,6 +94,13 @@ def kernels() -> ModuleType | None:
     return _KERNELS[0]
 
 
+def sparse_index(nz: np.ndarray, m: int | None = None) -> np.ndarray:
+    """Indices of the changed elements when fewer than half changed (the kernels then visit only
+    those), else an empty array (they scan the mask)."""
+    m = int(np.count_nonzero(nz)) if m is None else m
+    return np.flatnonzero(nz) if 0 < m < nz.size // 2 else np.zeros(0, np.int64)
+
+
 def exponent_context(base: np.ndarray, e: int) -> np.ndarray:
     """Per element of ``base``: bits 8e-9 … 8e-2 (the 8 bits below the sign: the exponent of fp32,
     bf16 and, truncated, fp64), as uint8."""

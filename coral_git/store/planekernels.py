@@ -51,13 +51,18 @@ def unpack_classes(packed, m, w):
 
 
 @njit(cache=True, nogil=True)
-def histograms(nz, base, cls, e):
+def histograms(nz, idx, base, cls, e):
     """Decoder pass 1: (count of changed elements per context, counts per (class, context)), the
-    classes ``cls`` being in context order. A class >= e makes the counts sum short (the caller checks)."""
+    classes ``cls`` being in context order. A class >= e makes the counts sum short (the caller checks).
+    The changed elements are ``idx`` when it is not empty (sparse deltas), else the 1s of ``nz``."""
     h = np.zeros(256, np.int64)
-    for i in range(base.size):
-        if nz[i]:
+    if idx.size:
+        for i in idx:
             h[_ctx(base[i], e)] += 1
+    else:
+        for i in range(base.size):
+            if nz[i]:
+                h[_ctx(base[i], e)] += 1
     h2 = np.zeros((e, 256), np.int64)
     p = 0
     for c in range(256):
@@ -91,9 +96,10 @@ def _cursors(h, h2, e):
 
 
 @njit(cache=True, nogil=True)
-def assemble(nz, base, cls, h, h2, planes, out):
+def assemble(nz, idx, base, cls, h, h2, planes, out):
     """Decoder pass 2: ``out[i] = base[i] + unzigzag(z[i])`` (wrapping), z read off the concatenated
-    planes (plane k = its leading then trailing bytes, positions s_k … m−1)."""
+    planes (plane k = its leading then trailing bytes, positions s_k … m−1). With ``idx`` (sparse
+    deltas) only those elements are visited: ``out`` must hold a copy of ``base`` already."""
     e = base.itemsize
     cur1, cur2, s, off = _cursors(h, h2, e)
     d = np.zeros(8, np.int64)  # byte q of the element at position j is planes[d[q] + j]
@@ -101,11 +107,16 @@ def assemble(nz, base, cls, h, h2, planes, out):
         d[q] = off[q] - s[q]
     one = np.uint64(1)
     zero = np.uint64(0)
-    for i in range(base.size):
+    sparse = idx.size > 0
+    for t in range(idx.size if sparse else base.size):
+        if sparse:
+            i = idx[t]
+        else:
+            i = t
+            if not nz[i]:
+                out[i] = base[i]
+                continue
         b = base[i]
-        if not nz[i]:
-            out[i] = b
-            continue
         c = _ctx(b, e)
         k = cls[cur1[c]]
         cur1[c] += 1
@@ -123,11 +134,15 @@ def assemble(nz, base, cls, h, h2, planes, out):
 
 
 @njit(cache=True, nogil=True)
-def split(z, base, e):
+def split(z, idx, base, e):
     """Encoder: (classes in context order as uint8, counts per context, counts per (class, context),
-    concatenated planes) of the changed elements of ``z``; the inverse of ``assemble``."""
+    concatenated planes) of the changed elements of ``z`` (``idx`` when not empty: sparse deltas);
+    the inverse of ``assemble``."""
+    sparse = idx.size > 0
+    nit = idx.size if sparse else z.size
     h = np.zeros(256, np.int64)
-    for i in range(z.size):
+    for t in range(nit):
+        i = idx[t] if sparse else t
         if z[i]:
             h[_ctx(base[i], e)] += 1
     m = h.sum()
@@ -136,7 +151,8 @@ def split(z, base, e):
         cur1[c] = cur1[c - 1] + h[c - 1]
     cls = np.empty(m, np.uint8)
     h2 = np.zeros((e, 256), np.int64)
-    for i in range(z.size):
+    for t in range(nit):
+        i = idx[t] if sparse else t
         if z[i]:
             c = _ctx(base[i], e)
             k = _cls(z[i], e)
@@ -145,7 +161,8 @@ def split(z, base, e):
             h2[k, c] += 1
     cur1, cur2, s, off = _cursors(h, h2, e)
     planes = np.empty(off[e], np.uint8)
-    for i in range(z.size):
+    for t in range(nit):
+        i = idx[t] if sparse else t
         v = np.uint64(z[i])
         if v:
             c = _ctx(base[i], e)
