@@ -8,7 +8,9 @@ Runs (made once, cached under ``--workdir``; see ``codec_runs.py``):
 - ``*-bf16``: the same states cast to bf16.
 
 Codecs: ``today`` = bg-zstd keyframes + sub-zz-bg-zstd deltas (codecs 1, 2), ``v2`` = what the chunk store
-writes now (``KEYFRAME_CODEC``, ``DELTA_CODEC``), ``rot-k`` = the per-plane rot-planes keyframe codec (4).
+writes now (``KEYFRAME_CODEC``, ``DELTA_CODEC``), ``c5`` = sub-zz-ctx-planes deltas (5) with its numba kernels
+when numba is installed, ``c5-np`` = the same through its numpy reference, ``rot-k`` = the per-plane rot-planes
+keyframe codec (4).
 
 Chunks are cut as the store cuts them (1 MiB). As in the store, the newest version is a keyframe and
 each older version is a delta against the next newer one. Per run and codec it prints stored bytes
@@ -41,15 +43,40 @@ import codec_runs
 from coral_git.core.chunking import byte_chunks
 from coral_git.store import planecoding as pc
 from coral_git.store.chunkstore import DELTA_CODEC, KEYFRAME_CODEC
-from coral_git.store.codecs import codec, group_bytes
+from coral_git.store.codecs import SubZigzagPlanesCodec, codec, group_bytes
 
 # name: (keyframe codec, delta codec or None); v2 is what the store writes now, rot-k the per-plane keyframe
 PAIRS: dict[str, tuple[int, int | None]] = {
     "today": (1, 2),
     "v2": (KEYFRAME_CODEC, DELTA_CODEC),
     "c5": (1, 5),
+    "c5-np": (1, -5),  # codec 5 through its numpy reference (no numba kernels); same bytes
     "rot-k": (4, None),
 }
+
+
+def make_codec(code: int):
+    """``codec(code)``; a negative code is codec ``-code`` without compiled kernels."""
+    return SubZigzagPlanesCodec(kernels=False) if code == -5 else codec(code)
+
+
+def kernel_start_cost() -> str:
+    """What a process pays before its first codec-5 chunk: numba's import, then loading (or, the first
+    time on a machine, compiling) the kernels for each element width."""
+    t = time.perf_counter()
+    c = codec(5)
+    if c.kernels is None:
+        return "codec-5 kernels: numba not installed (numpy reference used)"
+    parts = [f"import {time.perf_counter() - t:.2f} s"]
+    rng = np.random.default_rng(0)
+    for e in (4, 2):
+        b = rng.integers(0, 256, 4096, dtype=np.uint8)
+        a = b.copy()
+        a[::7] += 1
+        t = time.perf_counter()
+        c.decode(c.encode(a, e, b), e, a.size, b)
+        parts.append(f"first {8 * e}-bit chunk {time.perf_counter() - t:.2f} s")
+    return "codec-5 kernels, once per process: " + ", ".join(parts)
 
 
 def h0(planes: np.ndarray) -> float:
@@ -112,7 +139,7 @@ def bench_run(name: str, states: list[dict[str, np.ndarray]], repeat: int) -> di
     raw_delta = sum(c[1].size for s in cs[:-1] for c in s)
     raw_key = sum(c[1].size for c in cs[-1])
     res: dict[str, dict[str, float]] = {}
-    cod = {label: (codec(kc), codec(dc) if dc is not None else None) for label, (kc, dc) in PAIRS.items()}
+    cod = {label: (codec(kc), make_codec(dc) if dc is not None else None) for label, (kc, dc) in PAIRS.items()}
     for label in PAIRS:
         res[label] = {"delta": 0.0, "key": 0.0, "enc_s": 0.0, "dec_s": 0.0, "kenc_s": 0.0, "kdec_s": 0.0}
     # the codecs take turns chunk by chunk, so a busy machine slows them alike, and the one that goes
@@ -191,7 +218,13 @@ def report(name: str, res: dict[str, dict[str, float]]) -> None:
         f"v2 deltas are {v['delta'] / res['limit']['delta']:.3f}x the limit estimate (today {t['delta'] / res['limit']['delta']:.3f}x); "
         f"speed v2/today: delta encode {v['enc'] / t['enc']:.2f}, delta decode {v['dec'] / t['dec']:.2f}"
     )
-    k = res["rot-k"]
+    c, k = res["c5"], res["rot-k"]
+    tot_t = t["delta"] + t["key"]
+    print(
+        f"c5 vs today: deltas {100 * (1 - c['delta'] / t['delta']):+.1f}% smaller, total {100 * (1 - (c['delta'] + c['key']) / tot_t):+.1f}% "
+        f"(with rot-planes keyframes {100 * (1 - (c['delta'] + k['key']) / tot_t):+.1f}%); deltas {c['delta'] / res['limit']['delta']:.3f}x the limit; "
+        f"delta decode speed c5/today {c['dec'] / t['dec']:.2f}, c5-np/today {res['c5-np']['dec'] / t['dec']:.2f}"
+    )
     print(
         f"rot-planes keyframes vs bg-zstd: {100 * (1 - k['key'] / t['key']):+.1f}% smaller, "
         f"encode {k['kenc'] / t['kenc']:.2f}x, decode {k['kdec'] / t['kdec']:.2f}x the speed"
@@ -219,6 +252,7 @@ def main() -> None:
     print(
         "sizes include the 32-byte object header; speeds are raw MB per second of codec time on one core (Δ = deltas, key = keyframes)"
     )
+    print(kernel_start_cost())
     load0 = os.getloadavg()[0]
     for name, make in runs:
         states = codec_runs.cached(args.workdir, name, make)
