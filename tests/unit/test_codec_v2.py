@@ -112,9 +112,10 @@ def test_new_delta_codec_beats_the_old_one_on_a_fine_tune() -> None:
     [lambda p: p[:-1], lambda p: p + b"\0", lambda p: bytes([7]) + p[1:], lambda p: p[:3]],
     ids=["truncated", "trailing", "bad-mode", "cut-head"],
 )
-def test_damaged_delta_payload_is_refused(damage) -> None:
+@pytest.mark.parametrize("kernels", [True, False], ids=["numba", "numpy"])
+def test_damaged_delta_payload_is_refused(damage, kernels: bool) -> None:
     raw, base = make_pair("float", 4, 5000, 0, 1)
-    c = SubZigzagPlanesCodec()
+    c = SubZigzagPlanesCodec(kernels=kernels)
     with pytest.raises(ValueError):
         c.decode(damage(c.encode(raw, 4, base)), 4, raw.size, base)
 
@@ -181,7 +182,11 @@ def test_junk_payloads_fail_cleanly(junk: bytes, elem: int, n: int) -> None:
     """Arbitrary bytes either decode to the declared length or raise what the store turns into a
     one-line corrupt-object error (ValueError, RuntimeError, TypeError), never anything else."""
     base = np.arange(n * elem, dtype=np.uint8)
-    for c, b in ((SubZigzagPlanesCodec(), base), (RotPlanesCodec(), None)):
+    for c, b in (
+        (SubZigzagPlanesCodec(kernels=True), base),
+        (SubZigzagPlanesCodec(kernels=False), base),
+        (RotPlanesCodec(), None),
+    ):
         try:
             out = c.decode(junk, elem, base.size, b)
         except (ValueError, RuntimeError, TypeError):
@@ -193,19 +198,21 @@ def test_junk_payloads_fail_cleanly(junk: bytes, elem: int, n: int) -> None:
 @settings(max_examples=300, deadline=None)
 def test_damaged_valid_payloads_fail_cleanly(pos: int, val: int, kind: str) -> None:
     raw, base = make_pair(kind, 4, 700, 0, pos)
-    c = SubZigzagPlanesCodec()
-    p = bytearray(c.encode(raw, 4, base))
+    p = bytearray(SubZigzagPlanesCodec().encode(raw, 4, base))
     p[pos % len(p)] = val
-    try:
-        out = c.decode(bytes(p), 4, raw.size, base)
-    except (ValueError, RuntimeError, TypeError):
-        return
-    assert out.size == raw.size  # wrong bytes are caught by the store's id check
+    for c in (SubZigzagPlanesCodec(kernels=True), SubZigzagPlanesCodec(kernels=False)):
+        try:
+            out = c.decode(bytes(p), 4, raw.size, base)
+        except (ValueError, RuntimeError, TypeError):
+            continue
+        assert out.size == raw.size  # wrong bytes are caught by the store's id check
 
 
 @given(pair=pairs, itemsize=st.sampled_from([1, 2, 4, 8]))
 @settings(max_examples=300, deadline=None)
-def test_compiled_kernels_write_and_read_the_reference_bytes(pair: tuple[np.ndarray, np.ndarray], itemsize: int) -> None:
+def test_compiled_kernels_write_and_read_the_reference_bytes(
+    pair: tuple[np.ndarray, np.ndarray], itemsize: int
+) -> None:
     """The numba kernels (bucket cursors) and the numpy reference (argsort) are one format: each encodes
     to the same payload and decodes the other's."""
     raw, base = pair
@@ -215,3 +222,18 @@ def test_compiled_kernels_write_and_read_the_reference_bytes(pair: tuple[np.ndar
     assert p == ref.encode(raw, itemsize, base)
     assert fast.decode(p, itemsize, raw.size, base).tobytes() == raw.tobytes()
     assert ref.decode(p, itemsize, raw.size, base).tobytes() == raw.tobytes()
+
+
+def test_codec_switches_to_the_kernels_after_enough_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba's start-up cost is paid only by a process that codes a lot of codec-5 data; the payloads
+    before and after the switch are the same bytes."""
+    monkeypatch.setattr(SubZigzagPlanesCodec, "KERNELS_AFTER", 3 * 4096)
+    raw, base = make_pair("float", 4, 1024, 0, 9)
+    c = SubZigzagPlanesCodec()
+    assert c.kernels is None
+    first = c.encode(raw, 4, base)
+    assert c.decode(first, 4, raw.size, base).tobytes() == raw.tobytes()
+    assert c.kernels is None
+    assert c.encode(raw, 4, base) == first
+    assert c.kernels is not None
+    assert c.decode(first, 4, raw.size, base).tobytes() == raw.tobytes()
