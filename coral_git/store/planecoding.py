@@ -83,12 +83,12 @@ _KERNELS: list[ModuleType | None] = []
 
 
 def kernels() -> ModuleType | None:
-    """The compiled kernels (``planekernels``), imported on first use; None when numba is missing
-    (then the codecs use the numpy reference functions below, same bytes, slower)."""
+    """The compiled kernels (``planekernels``), imported on first use; None when numba is missing or
+    cannot set up its cache (then the codecs use the numpy reference functions below, same bytes)."""
     if not _KERNELS:
         try:
             from . import planekernels
-        except ImportError:
+        except (ImportError, RuntimeError, OSError):  # no numba, or no writable cache dir for it
             planekernels = None
         _KERNELS.append(planekernels)
     return _KERNELS[0]
