@@ -4,6 +4,7 @@ still readable, and ``git coral gc --remote``."""
 from __future__ import annotations
 
 import math
+import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -157,3 +158,125 @@ def test_an_s3_store_of_loose_objects_stays_readable(repo: Path, s3, tmp_path: P
     assert sha256(clone / "model.safetensors") == shas[1]  # packed deltas on loose bases
     git(clone, "checkout", "-q", "HEAD~1")
     assert sha256(clone / "model.safetensors") == shas[0]  # loose objects
+
+
+def stored_objects(client, prefix: str) -> dict[str, str | None]:
+    """Chunk id -> delta base of every object in the packs under s3://BUCKET/prefix."""
+    from coral_git.remote.wirepack import parse_index
+
+    out: dict[str, str | None] = {}
+    for k in keys(client, prefix):
+        if k.endswith(".idx"):
+            for e in parse_index(client.get_object(Bucket=BUCKET, Key=f"{prefix}/{k}")["Body"].read()):
+                out[e.cid] = e.base
+    return out
+
+
+def chunks_of(repo: Path, rev: str) -> set[str]:
+    from coral_git.remote.push import needed_chunks
+
+    return set(needed_chunks(repo, [rev])[0])
+
+
+def test_s3_gc_deletes_dead_packs_repacks_mostly_dead_ones_and_keeps_the_grace_period(
+    repo: Path, s3, server: CountingMotoServer, tmp_path: Path
+) -> None:
+    bare = setup_remote(repo, tmp_path, "gc")
+    base = commit(repo, make_state(seed=7, layers=1, width=64), "v0")  # small
+    # exp: main's small model plus a big one, pushed first as ONE pack (mostly what dies with exp)
+    git(repo, "checkout", "-q", "-b", "exp")
+    save_safetensors(repo / "big.safetensors", make_state(seed=8, layers=2))
+    git(repo, "add", "big.safetensors")
+    git(repo, "commit", "-qm", "exp")
+    proc = subprocess.run(["git", "push", "-q", "origin", "exp"], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "CORAL_REMOTEPACKSIZE": str(64 << 20)})
+    assert proc.returncode == 0, proc.stderr
+    git(repo, "checkout", "-q", "main")
+    assert "uploaded" not in push(repo, "-u", "origin", "main")  # its chunks are in exp's pack
+    # gone: another branch of unrelated weights, in packs of its own
+    git(repo, "checkout", "-q", "-b", "gone", "main")
+    commit(repo, make_state(seed=9, layers=1), "gone")
+    push(repo, "origin", "gone")
+    git(repo, "checkout", "-q", "main")
+    main_chunks = chunks_of(repo, "main")
+    before = stored_objects(s3, "gc")
+    packs_before = {k for k in keys(s3, "gc") if k.endswith(".pack")}
+
+    # a ref on the remote that this clone lacks: refuse, delete nothing
+    tree = git(bare, "rev-parse", "main^{tree}").strip()
+    foreign = git(bare, "commit-tree", tree, "-m", "made on the server").strip()
+    git(bare, "update-ref", "refs/heads/foreign", foreign)
+    proc = subprocess.run(["git", "coral", "gc", "--remote", "origin", "--prune=now"], cwd=repo,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "refs/heads/foreign" in lines[0] and "git fetch origin" in lines[0], lines
+    git(bare, "update-ref", "-d", "refs/heads/foreign")
+
+    git(repo, "push", "-q", "origin", ":exp", ":gone")  # both branches deleted on the remote
+    git(repo, "branch", "-qD", "exp", "gone")
+    # within the grace period (default two weeks) nothing goes
+    err = coral(repo, "gc", "--remote", "origin").stderr.decode()
+    assert "deleted 0 pack(s), repacked 0" in err, err
+    assert {k for k in keys(s3, "gc") if k.endswith(".pack")} == packs_before
+    # a dry run says what it would do and does nothing
+    err = coral(repo, "gc", "--remote", "origin", "--prune=now", "--dry-run").stderr.decode()
+    assert "would delete" in err and "would repack 1" in err, err
+    assert {k for k in keys(s3, "gc") if k.endswith(".pack")} == packs_before
+    server.take()
+    err = coral(repo, "gc", "--remote", "origin", "--prune=now").stderr.decode()
+    assert "repacked 1 into 1" in err, err
+    after = stored_objects(s3, "gc")
+    closure = set()
+    todo = list(main_chunks)
+    while todo:
+        c = todo.pop()
+        if c not in closure:
+            closure.add(c)
+            if after.get(c):
+                todo.append(after[c])
+    assert set(after) == closure and main_chunks <= set(after) < set(before)  # exactly what main needs
+    packs_after = {k for k in keys(s3, "gc") if k.endswith(".pack")}
+    assert len(packs_after - packs_before) == 1 and len(packs_after) < len(packs_before)
+    assert {k[:-5] for k in packs_after} == {k[:-4] for k in keys(s3, "gc") if k.endswith(".idx")}
+    # a fresh clone reads every version main has, byte for byte
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(bare), str(clone))
+    assert sha256(clone / "model.safetensors") == base
+
+
+def test_gc_of_a_directory_store_and_of_a_bare_repository(repo: Path, tmp_path: Path) -> None:
+    store = tmp_path / "chunks"
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    from coral_git.git.install import CONFIG
+
+    for key, value in {**CONFIG, "coral.chunkSize": "65536"}.items():
+        git(tmp_path, "config", "--global", key, value)
+    git(repo, "remote", "add", "origin", str(bare))
+    git(tmp_path, "init", "-q", "--bare", str(tmp_path / "plain.git"))
+    git(repo, "remote", "add", "plain", str(tmp_path / "plain.git"))  # git objects there, chunks in a directory
+    coral(repo, "remote", "set", "plain", str(store))
+    sha = commit(repo, make_state(seed=1, layers=1, width=64), "v0")
+    push(repo, "-u", "origin", "main")
+    push(repo, "plain", "main")
+    git(repo, "checkout", "-q", "-b", "exp")
+    commit(repo, make_state(seed=2, layers=1, width=64), "exp")
+    push(repo, "origin", "exp")
+    push(repo, "plain", "exp")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "push", "-q", "origin", ":exp")
+    git(repo, "push", "-q", "plain", ":exp")
+    from coral_git.store.packs import PackSource
+
+    main_chunks = chunks_of(repo, "main")
+    for name, root in (("plain", store), ("origin", bare / "coral")):
+        before = PackSource(root / "packs").ids()
+        assert before > main_chunks
+        err = coral(repo, "gc", "--remote", name, "--prune=now").stderr.decode()
+        assert f"gc --remote {name}" in err and "removed 0" not in err, err
+        after = PackSource(root / "packs").ids()
+        assert main_chunks <= after < before
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(bare), str(clone))
+    assert sha256(clone / "model.safetensors") == sha
