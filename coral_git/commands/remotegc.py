@@ -106,6 +106,11 @@ def _report_s3(name: str, store, res, dry_run: bool) -> None:
     if res.missing:
         print(f"warning: {len(res.missing)} chunk(s) that the remote's history needs are missing from "
               f"{store.describe()}; push from a repository that has them", file=sys.stderr)
+    if dry_run:
+        for oid in res.deleted_packs:
+            print(f"would delete pack {oid}")
+        for oid in res.repacked:
+            print(f"would repack pack {oid}")
     verb = "would delete" if dry_run else "deleted"
     print(f"gc --remote {name}: {verb} {len(res.deleted_packs)} pack(s), "
           f"{'would repack' if dry_run else 'repacked'} {len(res.repacked)}"

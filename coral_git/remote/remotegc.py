@@ -119,20 +119,25 @@ def gc_s3(remote: S3Remote, live: set[str], expire: float, *, dry_run: bool = Fa
 
     def bases(cid: str) -> list[str]:
         out = [e.base for _, e in copies.get(cid, []) if e.base]
-        if cid in loose:
-            if cid not in loose_bases:
-                data = remote._run(_head_range, remote, remote._key(cid))
-                loose_bases[cid] = unpack_header(cid, data).base
-            if loose_bases[cid]:
-                out.append(loose_bases[cid])  # type: ignore[arg-type]
-        return out
+        base = loose_bases.get(cid)
+        return [*out, base] if base else out
 
-    stack = list(keep)
-    while stack:
-        for b in bases(stack.pop()):
-            if b not in keep:
-                keep.add(b)
-                stack.append(b)
+    frontier = list(keep)
+    while frontier:  # level by level, so the headers of kept loose objects are read in parallel
+        heads = [c for c in frontier if c in loose and c not in loose_bases]
+        if heads:
+            async def header(cid: str) -> bytes:
+                return await _head_range(remote, remote._key(cid))
+
+            for cid, data in zip(heads, remote._run(remote._gather, header, heads), strict=True):
+                loose_bases[cid] = unpack_header(cid, data).base
+        nxt = []
+        for cid in frontier:
+            for b in bases(cid):
+                if b not in keep:
+                    keep.add(b)
+                    nxt.append(b)
+        frontier = nxt
     res.kept = len(keep)
 
     # each kept object has one home: a young pack, else the pack where most bytes are kept

@@ -153,6 +153,13 @@ def test_an_s3_store_of_loose_objects_stays_readable(repo: Path, s3, tmp_path: P
     stored = keys(s3, "old")
     assert [k for k in stored if k.startswith("packs/")]
     assert len([k for k in stored if k.startswith("objects/")]) == len(old)  # nothing re-uploaded loose
+    # remote gc: a loose object nothing needs goes; loose objects main needs (bases of the packed
+    # deltas, read from their headers) stay
+    junk = "ff" * 16
+    s3.put_object(Bucket=BUCKET, Key=f"old/objects/{junk[:2]}/{junk[2:]}", Body=b"junk")
+    err = coral(repo, "gc", "--remote", "origin", "--prune=now").stderr.decode()
+    assert "deleted 0 pack(s), repacked 0, deleted 1 loose object(s)" in err, err
+    assert keys(s3, "old") == stored
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(bare), str(clone))
     assert sha256(clone / "model.safetensors") == shas[1]  # packed deltas on loose bases
