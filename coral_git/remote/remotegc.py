@@ -26,7 +26,6 @@ from pathlib import Path
 from ..errors import RemoteError
 from ..git.repo import run_git
 from ..store.objects import HEADER_SIZE, unpack_header
-from .packing import PackQueue
 from .push import needed_chunks
 from .s3 import S3Remote
 from .wirepack import WireEntry
@@ -239,10 +238,9 @@ def _repack(remote: S3Remote, rewrite: list[tuple[str, WireEntry]]) -> None:
                 depth[c] = d
             return depth[cid]
 
-        queue = PackQueue(remote._send_pack, remote.queue.max_bytes, tmp)
         for cid in sorted(at, key=lambda c: (level(c), c)):  # bases first, as a push sends them
             off, n = at[cid]
-            queue.add(cid, os.pread(spool.fileno(), n, off))
-        queue.flush()
+            remote.upload_many({cid: os.pread(spool.fileno(), n, off)})
+        remote.flush()  # every new pack and its index are up before anything is deleted
     finally:
         spool.close()

@@ -6,10 +6,11 @@ Layout under the prefix (docs/remote.md):
     packs/<sha256>.idx    its wire index: ids, byte ranges, checksums and delta bases
     objects/ab/cdef…      one object per key, what earlier versions pushed (still read)
 
-Push: objects are cut into packs in the order given (bases first); each pack goes up as ONE PUT,
-then its index as another. An index appears only after its pack, and a pack without an index is
-invisible, so readers never see half a push (a single PUT is atomic in S3). A 1 GB push is about
-16 packs, ~34 requests.
+Push: objects are cut into packs in the order given (bases first); each pack goes up as ONE PUT
+(up to ``UPLOADS`` at once), then its index as another, indexes strictly in pack order. An index
+appears only after its pack, and a pack without an index is invisible, so readers never see half a
+push (a single PUT is atomic in S3), and what a killed push leaves visible is a self-contained
+prefix. A 1 GB push is about 16 packs, ~34 requests.
 
 Fetch: one LIST of ``packs/`` per process; the indexes not yet cached locally (under
 ``coral/remote-cache/NAME/``, named by their pack's sha256, so a cached index never goes stale)
@@ -23,7 +24,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -38,6 +41,7 @@ MERGE_GAP = 1 << 20  # an S3 request costs about what 1 MiB of transfer does: me
 MAX_SPAN = 64 << 20  # ... up to a whole pack per request
 SPAN_PARALLEL = 4  # span reads in flight (memory: this x MAX_SPAN at most)
 DELETE_BATCH = 1000  # keys per DeleteObjects request (the S3 maximum)
+UPLOADS = 3  # pack PUTs in flight during a push (memory: this x pack size)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class S3Remote(RemoteStore):
         self._loose: bool | None = None
         self._cached: dict[str, tuple[object, int, int]] = {}  # cid -> (spool, offset, length), read ahead
         self._spools: list = []
+        self._uploads: ThreadPoolExecutor | None = None
+        self._inflight: deque = deque()  # (future of the pack's PUT, WirePack, its work dir), in pack order
 
     # -- plumbing --------------------------------------------------------------------------------
     @property
@@ -396,26 +402,52 @@ class S3Remote(RemoteStore):
             self.queue.add(cid, data)
 
     def flush(self) -> None:
-        self.queue.flush()
+        """Send the last pack, then wait until every pack and its index are up."""
+        try:
+            self.queue.flush()
+            self._publish(wait_all=True)
+        finally:
+            self._forget()
 
     def _send_pack(self, items: list[WireItem]) -> None:
-        """Build one wire pack of ``items`` and PUT it, then its index (each a single request)."""
+        """Build one wire pack of ``items`` and start its PUT (up to ``UPLOADS`` packs go up at once);
+        indexes are PUT in pack order, each once its pack and every earlier index are up."""
         work = Path(tempfile.mkdtemp(prefix="s3pack-", dir=self._mkdir(self._tmp_dir())))
         try:
-            for wp in build_packs(items, work, max_bytes=1 << 62):
-                self.put(f"packs/{wp.oid}.pack", wp.path.read_bytes())
+            packs = list(build_packs(items, work, max_bytes=1 << 62))
+        except OSError as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            raise os_error(exc, self) from None
+        if self._uploads is None:
+            self._uploads = ThreadPoolExecutor(max_workers=UPLOADS, thread_name_prefix="coral-s3-put")
+        for wp in packs:
+            fut = self._uploads.submit(lambda wp=wp: self.put(f"packs/{wp.oid}.pack", wp.path.read_bytes()))
+            self._inflight.append((fut, wp, work))
+            self._publish(wait_one=len(self._inflight) >= UPLOADS)
+
+    def _publish(self, wait_one: bool = False, wait_all: bool = False) -> None:
+        """PUT the index of each uploaded pack, in order (a pack is visible once its index is)."""
+        while self._inflight and (wait_all or wait_one or self._inflight[0][0].done()):
+            fut, wp, work = self._inflight.popleft()
+            wait_one = False
+            try:
+                fut.result()  # the pack's PUT: a RemoteError goes up from here
                 index = wp.index_path.read_bytes()
                 self.put(f"packs/{wp.oid}.idx", index)
-                self.packs_written += 1
-                cache = self._cache_dir()
-                if cache is not None:  # a later fetch need not download it
-                    cache.mkdir(parents=True, exist_ok=True)
-                    _write_atomic(cache / f"{wp.oid}.idx", index)
-        except OSError as exc:
-            raise os_error(exc, self) from None
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        self._forget()
+            except BaseException:
+                for f, _, _ in self._inflight:
+                    f.cancel()
+                self._inflight.clear()
+                raise
+            finally:
+                wp.path.unlink(missing_ok=True)
+            self.packs_written += 1
+            cache = self._cache_dir()
+            if cache is not None:  # a later fetch need not download it
+                cache.mkdir(parents=True, exist_ok=True)
+                _write_atomic(cache / f"{wp.oid}.idx", index)
+            if not any(w == work for _, _, w in self._inflight):
+                shutil.rmtree(work, ignore_errors=True)
 
     def put(self, rel: str, data: bytes) -> None:
         """One PUT (atomic in S3: the key shows the whole body or nothing)."""
