@@ -283,3 +283,8 @@ def test_gc_of_a_directory_store_and_of_a_bare_repository(repo: Path, tmp_path: 
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(bare), str(clone))
     assert sha256(clone / "model.safetensors") == sha
+    # a Git LFS host: no client may delete there, so gc --remote says so and where to look
+    git(repo, "remote", "add", "hub", "https://example.invalid/org/model.git")
+    proc = coral(repo, "gc", "--remote", "hub", check=False)
+    lines = [ln for ln in proc.stderr.decode().splitlines() if ln.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and "Git LFS server" in lines[0] and "docs/remote.md" in lines[0]
