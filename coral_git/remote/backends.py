@@ -47,11 +47,11 @@ class PathRemote(RemoteStore):
     objects (``objects/ab/…``, what earlier versions pushed) stay readable.
     """
 
-    def __init__(self, name: str, root: Path, pack_bytes: int | None = None) -> None:
+    def __init__(self, name: str, root: Path, pack_bytes: int | None = None, tmp_dir: Path | None = None) -> None:
         super().__init__(name, str(root))
         self.root = Path(root)
         self._packs = None
-        self.queue = PackQueue(self._write_pack, pack_bytes or packing.pack_bytes())
+        self.queue = PackQueue(self._write_pack, pack_bytes or packing.pack_bytes(), tmp_dir)  # spool beside the local store
         self.packs_written = 0
 
     def _path(self, cid: str) -> Path:
@@ -176,7 +176,7 @@ def store_for_url(name: str, url: str, base: Path | None, local_root: Path | Non
     p = local_path(url, base)
     if p is None:
         raise UsageError(f"unsupported chunk store URL '{url}'; use a path or s3://bucket/prefix")
-    return PathRemote(name, p.resolve(), pack_bytes)
+    return PathRemote(name, p.resolve(), pack_bytes, local_root / "tmp" if local_root is not None else None)
 
 
 def remote_pack_bytes(repo) -> int:
@@ -206,7 +206,7 @@ def resolve(repo, name: str, url: str | None = None) -> RemoteStore:
             f"git remote '{name}' ({git_url}) has no chunk store; "
             f"set one with 'git coral remote set {name} s3://BUCKET/PREFIX' (or a path)"
         )
-    return PathRemote(name, repo_store_dir(p.resolve()), remote_pack_bytes(repo))
+    return PathRemote(name, repo_store_dir(p.resolve()), remote_pack_bytes(repo), repo.store.root / "tmp")
 
 
 def lfs_store(repo, name: str, explicit_only: bool) -> RemoteStore | None:
