@@ -60,11 +60,13 @@ def start_moto() -> tuple[Any, str, Any]:
     import logging
 
     import boto3
-    from moto.server import ThreadedMotoServer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from helpers.s3_server import CountingMotoServer  # moto that records every request it answers
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request on stderr
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = CountingMotoServer(port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     client = boto3.client(
@@ -101,7 +103,7 @@ def store_dir(clone: Path, setup: str) -> Path:
     return clone / ".git" / ("lfs/objects" if setup == "lfs" else "coral/objects")
 
 
-def share(setup: str, src: Path, root: Path, versions: list[bc.Version], s3: tuple[Any, str] | None,
+def share(setup: str, src: Path, root: Path, versions: list[bc.Version], s3: tuple[Any, str, Any] | None,
           tag: str, mode: str = "reencode", partial_first: bool = False, max_chain: int | None = None) -> dict[str, Any]:
     """Push ``src``'s history to a fresh remote, clone it, check out the oldest version lazily."""
     bare = root / f"{tag}.git"
@@ -125,17 +127,26 @@ def share(setup: str, src: Path, root: Path, versions: list[bc.Version], s3: tup
     def remote_bytes() -> int:
         if setup == "coral-s3":
             return bucket_bytes(s3[0], tag)[1]  # type: ignore[index]
-        return tree_bytes(bare / ("lfs/objects" if setup == "lfs" else "coral/objects"))
+        if setup == "lfs":
+            return tree_bytes(bare / "lfs/objects")
+        return tree_bytes(bare / "coral/objects") + tree_bytes(bare / "coral/packs")
+
+    def requests() -> int:
+        return len(s3[2].take()) if setup == "coral-s3" else 0  # type: ignore[index]
 
     if partial_first:
         bc.git(src, "push", "-q", "origin", f"HEAD~{len(versions) // 2}:refs/heads/old")
         res["partial_push_bytes"] = remote_bytes()
+    requests()
     ran = bc.git(src, "push", "-q", "origin", "HEAD:refs/heads/main")
+    res["push_requests"] = requests()
     res["push_s"] = ran.seconds
     res["push_bytes"] = remote_bytes()
+    requests()
     clone = root / f"{tag}-clone"
     ran = bc.git(root, "clone", "-q", *clone_cfg, str(bare), str(clone))
     res["clone_s"] = ran.seconds
+    res["clone_requests"] = requests()
     res["clone_bytes"] = tree_bytes(store_dir(clone, setup))
     res["clone_ok"] = bc.sha256_file(clone / NAME) == versions[-1].sha[NAME]
     shutil.rmtree(clone)
@@ -149,7 +160,9 @@ def share(setup: str, src: Path, root: Path, versions: list[bc.Version], s3: tup
             bc.GIT_ENV.pop(k, None)
     before = tree_bytes(store_dir(lazy, setup))
     oldest = f"HEAD~{len(versions) - 1}"
+    requests()
     ran = bc.git(lazy, "checkout", oldest, "--", NAME)
+    res["old_requests"] = requests()
     res["old_s"] = ran.seconds
     res["old_bytes"] = tree_bytes(store_dir(lazy, setup)) - before
     res["old_ok"] = bc.sha256_file(lazy / NAME) == versions[0].sha[NAME]
@@ -157,7 +170,7 @@ def share(setup: str, src: Path, root: Path, versions: list[bc.Version], s3: tup
     return res
 
 
-def run_main(args: argparse.Namespace, work: Path, s3: tuple[Any, str]) -> dict[str, Any]:
+def run_main(args: argparse.Namespace, work: Path, s3: tuple[Any, str, Any]) -> dict[str, Any]:
     data = work / "data"
     ds, _ = bc.make_large_versions(data, int(args.mib * 2**20), args.versions, 0, args.seed)
     out: dict[str, Any] = {"title": ds.title, "file_bytes": ds.versions[0].nbytes, "setups": {}}
@@ -182,7 +195,7 @@ def run_main(args: argparse.Namespace, work: Path, s3: tuple[Any, str]) -> dict[
     return out
 
 
-def run_compare(args: argparse.Namespace, work: Path, s3: tuple[Any, str]) -> dict[str, Any]:
+def run_compare(args: argparse.Namespace, work: Path, s3: tuple[Any, str, Any]) -> dict[str, Any]:
     data = work / "cmp-data"
     ds, _ = bc.make_large_versions(data, int(args.compare_mib * 2**20), args.versions, 0, args.seed + 1)
     src = work / "cmp-src"
@@ -212,7 +225,7 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"runs per setup: {len(next(iter(m['setups'].values())))} (medians shown)")
         lines.append(
             f"{'setup':<11} {'push s':>8} {'pushed MB':>10} {'clone s':>8} {'clone MB':>9} "
-            f"{'old co s':>9} {'old MB':>8} {'ok':>4}"
+            f"{'old co s':>9} {'old MB':>8} {'ok':>4} {'S3 requests push/clone/old':>27}"
         )
         lfs = m["setups"].get("lfs")
         for setup, rows in m["setups"].items():
@@ -229,7 +242,9 @@ def render(res: dict[str, Any]) -> str:
             lines.append(
                 f"{setup:<11} {cell('push_s'):>8} {cell('push_bytes', MB, '{:.0f}'):>10} {cell('clone_s'):>8} "
                 f"{cell('clone_bytes', MB, '{:.0f}'):>9} {cell('old_s'):>9} {cell('old_bytes', MB, '{:.0f}'):>8} "
-                f"{'yes' if ok else 'NO':>4}"
+                f"{'yes' if ok else 'NO':>4} "
+                + (f"{med(rows, 'push_requests'):>11.0f}/{med(rows, 'clone_requests'):.0f}/{med(rows, 'old_requests'):.0f}"
+                   if setup == "coral-s3" else "")
             )
         lines.append(f"(one version = {size / MB:.0f} MB; ratios in brackets are against git-lfs in the same run)")
     c = res.get("compare")
@@ -280,9 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     try:
         if not args.skip_main:
-            results["main"] = run_main(args, work, (client, endpoint))
+            results["main"] = run_main(args, work, (client, endpoint, server))
         if args.compare_mib:
-            results["compare"] = run_compare(args, work, (client, endpoint))
+            results["compare"] = run_compare(args, work, (client, endpoint, server))
     finally:
         server.stop()
         if not args.keep:

@@ -94,12 +94,20 @@ def register(app: typer.Typer) -> None:
         prune: Annotated[str | None, typer.Option("--prune", help="Remove unreferenced objects older than DATE ('now', '2.weeks.ago', an ISO date). Default: coral.pruneExpire, gc.pruneExpire, or 2 weeks.")] = None,
         no_pack: Annotated[bool, typer.Option("--no-pack", help="Do not gather loose objects into packs.")] = False,
         auto: Annotated[bool, typer.Option("--auto", help="Only when loose objects pass coral.gc.auto / coral.gc.autoBytes (what adds start in the background); say why not otherwise.")] = False,
+        remote: Annotated[str | None, typer.Option("--remote", metavar="NAME", help="Clean the chunk store of git remote NAME (a path or S3 store) instead of the local one: delete packs nothing reachable needs, repack mostly dead ones.")] = None,
     ) -> None:
         """Remove chunks nothing references any more, and pack loose objects."""
         from ..git.repo import find_repo
         from ..maintenance.gc import configured_expire, gc, parse_expire
 
         repo = find_repo(bare_ok=True)
+        if remote is not None:
+            if auto or no_pack:
+                raise UsageError("--remote cannot be combined with --auto or --no-pack")
+            from .remotegc import gc_remote
+
+            gc_remote(repo, remote, prune, dry_run, _report_gc)
+            return
         expire = parse_expire(prune if prune is not None else configured_expire(repo))
         if auto:
             _auto_gc(repo, expire, dry_run, not no_pack)

@@ -1,7 +1,10 @@
 """Remote chunk stores: where a git remote's chunks live, and a small interface to move objects.
 
-A remote store holds stored objects (header + payload, see ``store/objects.py``) under the same
-``objects/ab/cdef…`` layout as a local store, so a directory remote is itself a valid chunk store.
+A remote store holds stored objects (header + payload, see ``store/objects.py``) in packs: a
+directory remote in the local store's own layout (``packs/pack-….pack``, so it is itself a valid
+chunk store), an S3 store as wire packs with their indexes (``s3.py``), a Git LFS server as LFS
+objects (``lfsremote.py``). Loose objects (``objects/ab/cdef…``, what earlier versions pushed) are
+still read from directory and S3 stores.
 
 Resolution, for git remote ``NAME``:
 
@@ -18,8 +21,8 @@ delta is re-encoded as a keyframe), so "the remote has X" implies it can rebuild
 
 from __future__ import annotations
 
-import errno
 import os
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,22 +30,29 @@ from urllib.parse import unquote, urlparse
 
 from ..errors import RemoteError, StoreError, UsageError
 from ..git.repo import git_value, run_git, shared_value
-from ..store.objects import write_atomic
-from .base import RemoteStore
-
-PARALLEL = 16
-
-
-def object_key(cid: str) -> str:
-    return f"objects/{cid[:2]}/{cid[2:]}"
+from . import packing
+from .base import PARALLEL, RemoteStore, object_key, os_error
+from .packing import PackQueue
+from .s3 import S3Remote
+from .wirepack import WireItem
 
 
 class PathRemote(RemoteStore):
-    """A store in a directory (a bare repository's ``coral/``, a shared disk, a mounted volume)."""
+    """A store in a directory (a bare repository's ``coral/``, a shared disk, a mounted volume).
 
-    def __init__(self, name: str, root: Path) -> None:
+    Pushed objects land in pack files under ``packs/``, written like the local store writes its own
+    (temp file, fsync, rename; ``store/packs.py``), so the directory stays a valid chunk store: a bare
+    repository's ``git coral gc/fsck/stats`` see them, and a pack's objects record the push time, so
+    a gc there keeps them for its grace period even before the refs that need them arrive. Loose
+    objects (``objects/ab/…``, what earlier versions pushed) stay readable.
+    """
+
+    def __init__(self, name: str, root: Path, pack_bytes: int | None = None, tmp_dir: Path | None = None) -> None:
         super().__init__(name, str(root))
         self.root = Path(root)
+        self._packs = None
+        self.queue = PackQueue(self._write_pack, pack_bytes or packing.pack_bytes(), tmp_dir)  # spool beside the local store
+        self.packs_written = 0
 
     def _path(self, cid: str) -> Path:
         return self.root / object_key(cid)
@@ -52,236 +62,74 @@ class PathRemote(RemoteStore):
         if not self.root.is_dir() and not parent.is_dir():
             raise RemoteError(f"cannot reach {self.describe()}: {parent} does not exist; check the remote's URL")
 
-    def _packed(self, cid: str) -> bytes | None:
-        """``cid`` from the remote's packs (a gc run in the bare repository packs its store)."""
-        if getattr(self, "_packs", None) is None:
+    def _source(self):
+        if self._packs is None:
             from ..store.packs import PackSource
 
             self._packs = PackSource(self.root / "packs")
+        return self._packs
+
+    def _packed(self, cid: str) -> bytes | None:
+        """``cid`` from the remote's packs (pushed, or written by a gc in the bare repository)."""
         if not (self.root / "packs").is_dir():
             return None
-        return self._packs.read(cid)
+        return self._source().read(cid)
 
     def has_many(self, ids: Iterable[str]) -> set[str]:
         self._check()
-        return {c for c in ids if self._path(c).exists() or self._packed(c) is not None}
+        if not (self.root / "packs").is_dir():
+            return {c for c in ids if self._path(c).exists()}
+        src = self._source()
+        return {c for c in ids if src.has(c) or self._path(c).exists()}
 
     def upload(self, cid: str, data: bytes) -> None:
+        self.upload_many({cid: data})
+        self.flush()
+
+    def upload_many(self, objs: dict[str, bytes]) -> None:
+        """Queue objects for the next pack; a full pack is written at once, ``flush`` writes the rest."""
         self._check()
+        for cid, data in objs.items():
+            self.queue.add(cid, data)
+
+    def flush(self) -> None:
+        self.queue.flush()
+
+    def _write_pack(self, items: list[WireItem]) -> None:
+        from ..store.packs import PackItem, write_pack
+
+        now = int(time.time())
         try:
-            write_atomic(self._path(cid), data)
+            path = write_pack(self.root / "packs", [PackItem(it.cid, now, it.read) for it in items])
         except (OSError, StoreError) as exc:
             cause = exc if isinstance(exc, OSError) else exc.__cause__
             if not isinstance(cause, OSError):
                 raise
-            raise _os_error(cause, self) from None
-        self.bytes_up += len(data)
+            raise os_error(cause, self) from None
+        assert path is not None
+        self.bytes_up += path.stat().st_size
         self.requests += 1
+        self.packs_written += 1
 
     def download(self, ids: list[str]) -> dict[str, bytes]:
         self._check()
 
         def read(cid: str) -> bytes:
             try:
+                data = self._packed(cid)
+                if data is not None:
+                    return data
                 return self._path(cid).read_bytes()
             except FileNotFoundError:
-                data = self._packed(cid)
-                if data is None:
-                    raise self.missing(cid) from None
-                return data
+                raise self.missing(cid) from None
             except OSError as exc:
-                raise _os_error(exc, self) from None
+                raise os_error(exc, self) from None
 
         with ThreadPoolExecutor(max_workers=min(PARALLEL, max(1, len(ids)))) as pool:
             out = dict(zip(ids, pool.map(read, ids), strict=True))
         self.bytes_down += sum(len(v) for v in out.values())
         self.requests += len(ids)
         return out
-
-
-def _os_error(exc: OSError, remote: RemoteStore) -> RemoteError:
-    if exc.errno == errno.ENOSPC:
-        return RemoteError(f"{remote.describe()} is full (no space left on device); free space there and retry")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return RemoteError(f"{remote.describe()} is not writable ({exc.strerror}); check its permissions")
-    return RemoteError(f"cannot use {remote.describe()}: {exc.strerror or exc}")
-
-
-class S3Remote(RemoteStore):
-    """A store under ``s3://bucket/prefix`` through fsspec/s3fs (any S3-compatible server).
-
-    Endpoint, region and credentials come from the usual AWS settings (``AWS_ENDPOINT_URL``,
-    ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
-    ``AWS_PROFILE``, ``~/.aws/config``). A single PUT is atomic in S3: an object becomes visible
-    only once its whole body has arrived, so no temporary key is needed.
-    """
-
-    LIST_ABOVE = 64  # has_many lists the prefix instead of one HEAD per id beyond this many ids
-
-    def __init__(self, name: str, url: str) -> None:
-        super().__init__(name, url)
-        u = urlparse(url)
-        if not u.netloc:
-            raise UsageError(f"'{url}' has no bucket; use s3://BUCKET/PREFIX")
-        self.bucket = u.netloc
-        self.prefix = u.path.strip("/")
-        self._fs = None
-
-    @property
-    def fs(self):
-        if self._fs is None:
-            try:
-                import s3fs
-            except ImportError:
-                raise UsageError(
-                    f"{self.describe()} needs s3fs; install it with 'pip install coral-git[s3]'"
-                ) from None
-            client: dict[str, str] = {}
-            if os.environ.get("AWS_ENDPOINT_URL"):
-                client["endpoint_url"] = os.environ["AWS_ENDPOINT_URL"]
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            if region:
-                client["region_name"] = region
-            fs = s3fs.S3FileSystem(
-                client_kwargs=client,
-                config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
-                skip_instance_cache=True,
-                use_listings_cache=False,
-                max_concurrency=1,
-            )
-            fs.retries = 3
-            self._fs = fs
-        return self._fs
-
-    def _key(self, cid: str) -> str:
-        return f"{self.prefix}/{object_key(cid)}" if self.prefix else object_key(cid)
-
-    def _run(self, fn, *args):
-        from fsspec.asyn import sync
-
-        try:
-            return sync(self.fs.loop, fn, *args)
-        except RemoteError:
-            raise
-        except UsageError:
-            raise
-        except Exception as exc:
-            raise _s3_error(exc, self) from None
-
-    async def _gather(self, fn, items: list):
-        import asyncio
-
-        sem = asyncio.Semaphore(PARALLEL)
-
-        async def one(item):
-            async with sem:
-                return await fn(item)
-
-        return await asyncio.gather(*(one(i) for i in items))
-
-    def has_many(self, ids: Iterable[str]) -> set[str]:
-        ids = list(dict.fromkeys(ids))
-        if not ids:
-            return set()
-        fs = self.fs
-        if len(ids) > self.LIST_ABOVE:
-            want = set(ids)
-            return want & self._list_all()
-
-        async def head(cid: str) -> bool:
-            self.requests += 1
-            try:
-                await fs._call_s3("head_object", Bucket=self.bucket, Key=self._key(cid))
-                return True
-            except FileNotFoundError as exc:
-                if "bucket" in str(exc).lower() and "nosuchbucket" in str(exc).lower():
-                    raise
-                return False
-
-        found = self._run(self._gather, head, ids)
-        return {c for c, ok in zip(ids, found, strict=True) if ok}
-
-    def _list_all(self) -> set[str]:
-        fs = self.fs
-        base = f"{self.prefix}/objects/" if self.prefix else "objects/"
-
-        async def listing() -> set[str]:
-            out: set[str] = set()
-            token = None
-            while True:
-                kw = {"Bucket": self.bucket, "Prefix": base}
-                if token:
-                    kw["ContinuationToken"] = token
-                self.requests += 1
-                resp = await fs._call_s3("list_objects_v2", **kw)
-                for item in resp.get("Contents", []):
-                    rest = item["Key"][len(base) :]
-                    if len(rest) == 33 and rest[2] == "/":
-                        out.add(rest[:2] + rest[3:])
-                if not resp.get("IsTruncated"):
-                    return out
-                token = resp.get("NextContinuationToken")
-
-        return self._run(listing)
-
-    def upload(self, cid: str, data: bytes) -> None:
-        self.upload_many({cid: data})
-
-    def upload_many(self, objs: dict[str, bytes]) -> None:
-        """Upload several objects in parallel (each a single atomic PUT)."""
-        fs = self.fs
-
-        async def put(item: tuple[str, bytes]) -> None:
-            cid, data = item
-            self.requests += 1
-            await fs._call_s3("put_object", Bucket=self.bucket, Key=self._key(cid), Body=data)
-            self.bytes_up += len(data)
-
-        self._run(self._gather, put, list(objs.items()))
-
-    def download(self, ids: list[str]) -> dict[str, bytes]:
-        fs = self.fs
-
-        async def get(cid: str) -> bytes:
-            self.requests += 1
-            try:
-                data = await fs._cat_file(f"{self.bucket}/{self._key(cid)}")
-            except FileNotFoundError:
-                raise self.missing(cid) from None
-            self.bytes_down += len(data)
-            return data
-
-        return dict(zip(ids, self._run(self._gather, get, ids), strict=True))
-
-
-def _s3_error(exc: BaseException, remote: RemoteStore) -> RemoteError:
-    """Turn what boto/aiohttp/s3fs raise into one line a user can act on."""
-    kind = type(exc).__name__
-    text = str(exc)
-    low = text.lower()
-    if kind in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
-        return RemoteError(
-            f"no AWS credentials for {remote.describe()}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(or AWS_PROFILE) and retry"
-        )
-    if isinstance(exc, PermissionError) or any(
-        s in low for s in ("accessdenied", "access denied", "invalidaccesskeyid", "signaturedoesnotmatch", "forbidden")
-    ):
-        return RemoteError(
-            f"{remote.describe()} refused the credentials ({text.splitlines()[0][:120] if text else kind}); "
-            "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
-        )
-    if "nosuchbucket" in low or ("bucket" in low and "not exist" in low):
-        bucket = getattr(remote, "bucket", "?")
-        return RemoteError(f"bucket '{bucket}' of {remote.describe()} does not exist; create it or fix the URL")
-    if any(
-        s in kind for s in ("EndpointConnectionError", "ConnectTimeout", "ClientConnector", "ConnectionError", "Timeout")
-    ) or isinstance(exc, ConnectionError | TimeoutError):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL", "the S3 endpoint")
-        return RemoteError(f"cannot reach {remote.describe()} at {endpoint}; check the network and AWS_ENDPOINT_URL")
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return _os_error(exc, remote)
-    return RemoteError(f"{remote.describe()} failed: {kind}: {text.splitlines()[0][:160] if text else ''}")
 
 
 # -- resolution ---------------------------------------------------------------------------------
@@ -320,14 +168,20 @@ def repo_store_dir(path: Path) -> Path:
     return path / "coral"
 
 
-def store_for_url(name: str, url: str, base: Path | None) -> RemoteStore:
-    """A RemoteStore for a store URL (a directory, ``file://`` or ``s3://``)."""
+def store_for_url(name: str, url: str, base: Path | None, local_root: Path | None = None, pack_bytes: int | None = None) -> RemoteStore:
+    """A RemoteStore for a store URL (a directory, ``file://`` or ``s3://``); ``local_root`` is the
+    local store (where an S3 store caches its pack indexes and spools its uploads)."""
     if url.startswith(("s3://", "s3a://")):
-        return S3Remote(name, url)
+        return S3Remote(name, url, local_root, pack_bytes)
     p = local_path(url, base)
     if p is None:
         raise UsageError(f"unsupported chunk store URL '{url}'; use a path or s3://bucket/prefix")
-    return PathRemote(name, p.resolve())
+    return PathRemote(name, p.resolve(), pack_bytes, local_root / "tmp" if local_root is not None else None)
+
+
+def remote_pack_bytes(repo) -> int:
+    """``coral.remotePackSize`` (or CORAL_REMOTEPACKSIZE): the size packs are cut at for path and S3 stores."""
+    return repo.setting_int("coral.remotePackSize", packing.pack_bytes(), 1 << 10, 4 << 30)
 
 
 def resolve(repo, name: str, url: str | None = None) -> RemoteStore:
@@ -337,7 +191,7 @@ def resolve(repo, name: str, url: str | None = None) -> RemoteStore:
         f"coral.remote.{name}.url", cwd, repo.worktree
     )
     if configured:
-        return store_for_url(name, configured, cwd)
+        return store_for_url(name, configured, cwd, repo.store.root, remote_pack_bytes(repo))
     git_url = _git_config(f"remote.{name}.url", cwd) or url
     if git_url is None and (name.startswith(("/", ".", "file://")) or os.sep in name):
         git_url = name
@@ -352,7 +206,7 @@ def resolve(repo, name: str, url: str | None = None) -> RemoteStore:
             f"git remote '{name}' ({git_url}) has no chunk store; "
             f"set one with 'git coral remote set {name} s3://BUCKET/PREFIX' (or a path)"
         )
-    return PathRemote(name, repo_store_dir(p.resolve()))
+    return PathRemote(name, repo_store_dir(p.resolve()), remote_pack_bytes(repo), repo.store.root / "tmp")
 
 
 def lfs_store(repo, name: str, explicit_only: bool) -> RemoteStore | None:

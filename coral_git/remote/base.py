@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 
 from ..errors import RemoteError
+
+PARALLEL = 16  # requests in flight per remote
+
+
+def object_key(cid: str) -> str:
+    """Where a loose object lies in a store (local, directory remote, or S3 under its prefix)."""
+    return f"objects/{cid[:2]}/{cid[2:]}"
 
 
 class RemoteStore:
@@ -37,3 +45,12 @@ class RemoteStore:
             f"chunk {cid} is missing from {self.describe()}; "
             "run 'git coral push' from a repository that has it, then retry"
         )
+
+
+def os_error(exc: OSError, remote: RemoteStore) -> RemoteError:
+    """What a failed file operation on ``remote`` means, in one line a user can act on."""
+    if exc.errno == errno.ENOSPC:
+        return RemoteError(f"{remote.describe()} is full (no space left on device); free space there and retry")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return RemoteError(f"{remote.describe()} is not writable ({exc.strerror}); check its permissions")
+    return RemoteError(f"cannot use {remote.describe()}: {exc.strerror or exc}")

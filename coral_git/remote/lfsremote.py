@@ -30,7 +30,16 @@ from .base import RemoteStore
 from .lfs import LfsClient, LfsError, LfsObject
 from .lfs import resolve as resolve_endpoint
 from .lfs.gitconfig import GitConfig
-from .wirepack import DEFAULT_PACK_BYTES, WireEntry, WireIndex, WireItem, build_packs, parse_index, read_object
+from .wirepack import (
+    DEFAULT_PACK_BYTES,
+    WireEntry,
+    WireIndex,
+    WireItem,
+    build_packs,
+    parse_index,
+    plan_spans,
+    read_object,
+)
 
 MERGE_GAP = 64 << 10  # ranged reads of one pack closer than this are merged into one request (<=6% extra bytes per ~1 MiB object)
 MAX_SPAN = 16 << 20  # ... up to this many bytes per request (bounds memory: concurrency x this)
@@ -171,17 +180,8 @@ class LfsRemote(RemoteStore):
             index, entry = located[cid]
             by_pack.setdefault(index.pack_oid, []).append(entry)
             index_of[index.pack_oid] = index
-        spans: list[tuple[str, list[WireEntry]]] = []
-        for pack_oid, entries in by_pack.items():
-            entries.sort(key=lambda e: e.offset)
-            cur: list[WireEntry] = []
-            for e in entries:
-                if cur and (e.offset - (cur[-1].offset + cur[-1].length) > MERGE_GAP
-                            or e.offset + e.length - cur[0].offset > MAX_SPAN):
-                    spans.append((pack_oid, cur))
-                    cur = []
-                cur.append(e)
-            spans.append((pack_oid, cur))
+        spans = [(pack_oid, span) for pack_oid, entries in by_pack.items()
+                 for span in plan_spans(entries, MERGE_GAP, MAX_SPAN)]
         return spans, index_of
 
     def _read_spans(self, spans: list[tuple[str, list[WireEntry]]], index_of: dict[str, WireIndex], sink) -> None:

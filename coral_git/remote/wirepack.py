@@ -104,14 +104,10 @@ class WireItem:
     read: Callable[[], bytes]
 
 
-def build_packs(items: Iterable[WireItem], workdir: Path, max_bytes: int = DEFAULT_PACK_BYTES) -> Iterator[WirePack]:
-    """Group objects into packs of at most ``max_bytes`` (an object bigger than that gets a pack of its
-    own) and write each with its index under ``workdir``; yield them as they are done.
-
-    The bytes are taken as the local store holds them, never re-encoded. Objects are read one at a time
-    while the pack file is written, so memory holds one object, not a pack.
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
+def cut(items: Iterable[WireItem], max_bytes: int = DEFAULT_PACK_BYTES) -> Iterator[list[WireItem]]:
+    """Group objects, in the order given, into batches of at most ``max_bytes`` stored bytes (an object
+    bigger than that gets a batch of its own); an id given twice goes in once. Every remote kind cuts
+    its packs here, so a delta never lands in an earlier pack than its base when bases come first."""
     batch: list[WireItem] = []
     size = 0
     seen: set[str] = set()
@@ -120,15 +116,30 @@ def build_packs(items: Iterable[WireItem], workdir: Path, max_bytes: int = DEFAU
             continue
         seen.add(it.cid)
         if batch and size + it.length > max_bytes:
-            yield _write(batch, workdir)
+            yield batch
             batch, size = [], 0
         batch.append(it)
         size += it.length
     if batch:
-        yield _write(batch, workdir)
+        yield batch
 
 
-def _write(batch: list[WireItem], workdir: Path) -> WirePack:
+def build_packs(
+    items: Iterable[WireItem], workdir: Path, max_bytes: int = DEFAULT_PACK_BYTES, mtime: int = 0
+) -> Iterator[WirePack]:
+    """Group objects into packs of at most ``max_bytes`` (see ``cut``) and write each with its index
+    under ``workdir``; yield them as they are done.
+
+    The bytes are taken as the local store holds them, never re-encoded. Objects are read one at a time
+    while the pack file is written, so memory holds one object, not a pack. ``mtime`` is what the pack
+    records per object: 0 (the default) makes the bytes depend on the objects alone.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    for batch in cut(items, max_bytes):
+        yield _write(batch, workdir, mtime)
+
+
+def _write(batch: list[WireItem], workdir: Path, mtime: int = 0) -> WirePack:
     bases: dict[str, str | None] = {}
 
     def reader(it: WireItem) -> Callable[[], bytes]:
@@ -144,7 +155,7 @@ def _write(batch: list[WireItem], workdir: Path) -> WirePack:
     tmp = Path(tempfile.mkdtemp(prefix=".wirepack-", dir=workdir))
     try:
         # mtime 0: the same objects in the same order give the same bytes, so a retried push has the same oid
-        local = write_pack(tmp, [PackItem(it.cid, 0, reader(it)) for it in batch])
+        local = write_pack(tmp, [PackItem(it.cid, mtime, reader(it)) for it in batch])
         assert local is not None
         oid, size = _sha256_file(local)
         pack_path = workdir / f"{oid}.pack"
@@ -226,6 +237,22 @@ def read_object(entry: WireEntry, read_range: RangeReader) -> bytes:
     if unpack_header(entry.cid, data[:HEADER_SIZE]).base != entry.base:
         raise CorruptObjectError(entry.cid, "its header in the wire pack names another delta base than the index")
     return data
+
+
+def plan_spans(entries: Iterable[WireEntry], gap: int, max_span: int) -> list[list[WireEntry]]:
+    """The entries of ONE pack grouped into byte spans to read with one request each: sorted by
+    offset, neighbours closer than ``gap`` bytes merged, a span no longer than ``max_span`` bytes
+    (unless a single object is)."""
+    spans: list[list[WireEntry]] = []
+    cur: list[WireEntry] = []
+    for e in sorted(entries, key=lambda e: e.offset):
+        if cur and (e.offset - (cur[-1].offset + cur[-1].length) > gap or e.offset + e.length - cur[0].offset > max_span):
+            spans.append(cur)
+            cur = []
+        cur.append(e)
+    if cur:
+        spans.append(cur)
+    return spans
 
 
 def file_range_reader(path: Path) -> RangeReader:

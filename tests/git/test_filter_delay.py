@@ -72,8 +72,14 @@ def test_a_delayed_file_that_fails_is_reported_in_one_line(tmp_path: Path) -> No
     for name in shas:
         if name != victim:
             others |= ptr.parse(git(repo, "show", f"HEAD:{name}").encode()).chunk_ids()
-    for cid in p.chunk_ids() - others:  # the victim's own chunks vanish from the remote store
-        (bare / "coral" / "objects" / cid[:2] / cid[2:]).unlink()
+    from coral_git.store import packs
+    from coral_git.store.chunkstore import ChunkStore
+
+    remote = ChunkStore(bare / "coral")
+    packs.attach(remote)
+    with remote.lock():  # the victim's own chunks vanish from the remote store (its packs rewritten without them)
+        res = packs.repack(remote, drop=p.chunk_ids() - others)
+    assert res.dropped == len(p.chunk_ids() - others) > 0
     dest = tmp_path / "clone"
     proc = subprocess.run(["git", "clone", "-q", str(bare), str(dest)], capture_output=True)
     err = proc.stderr.decode()

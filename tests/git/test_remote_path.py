@@ -31,7 +31,19 @@ def commit_versions(repo: Path, n: int, *, width: int = 256, name: str = "model.
 
 
 def objects_of(store_root: Path) -> set[str]:
-    return set(LooseObjects(store_root / "objects").ids())
+    """Object ids in a store: loose ones and packed ones (a push writes packs)."""
+    from coral_git.store.packs import PackSource
+
+    return set(LooseObjects(store_root / "objects").ids()) | PackSource(store_root / "packs").ids()
+
+
+def store_at(root: Path) -> ChunkStore:
+    """A directory remote opened as a chunk store (loose objects and packs)."""
+    from coral_git.store.packs import attach
+
+    store = ChunkStore(root)
+    attach(store)
+    return store
 
 
 def global_config(home_env: dict[str, str] | None = None, chunk_size: int = 65536) -> None:
@@ -91,7 +103,7 @@ def test_push_to_bare_then_clone_every_revision(shared: tuple[Path, Path, list[s
     remote_objs = objects_of(bare / "coral")
     assert remote_objs, "the pre-push hook uploaded nothing"
     # everything on the remote decodes on its own: bases went up with the deltas
-    remote = ChunkStore(bare / "coral")
+    remote = store_at(bare / "coral")
     for cid in remote_objs:
         remote.get(cid)
     clone = tmp_path / "clone"
@@ -162,8 +174,9 @@ def test_push_fails_when_a_chunk_is_missing_locally(repo: Path, tmp_path: Path) 
 
 def test_chunk_missing_remotely_is_a_clear_error(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
     _repo, bare, _shas = shared
-    for cid in objects_of(bare / "coral"):
-        (bare / "coral" / "objects" / cid[:2] / cid[2:]).unlink()
+    assert objects_of(bare / "coral")
+    shutil.rmtree(bare / "coral" / "packs")
+    shutil.rmtree(bare / "coral" / "objects", ignore_errors=True)
     clone = tmp_path / "clone"
     proc = subprocess.run(["git", "clone", "-q", str(bare), str(clone)], capture_output=True, text=True)
     assert proc.returncode != 0
@@ -183,12 +196,12 @@ def test_push_killed_midway_then_retried(repo: Path, tmp_path: Path) -> None:
     git(repo, "remote", "add", "origin", str(bare))
     proc = subprocess.Popen(
         ["git", "push", "origin", "main"], cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
+        start_new_session=True, env={**os.environ, "CORAL_REMOTEPACKSIZE": "16384"},  # packs of ~4 objects
     )
-    objdir = bare / "coral" / "objects"
+    packdir = bare / "coral" / "packs"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if objdir.is_dir() and sum(len(os.listdir(objdir / d)) for d in os.listdir(objdir)) >= 40:
+        if packdir.is_dir() and len(list(packdir.glob("pack-*.pack"))) >= 10:
             break
         time.sleep(0.005)
     assert proc.poll() is None, "the push ended before it could be interrupted"
@@ -197,7 +210,7 @@ def test_push_killed_midway_then_retried(repo: Path, tmp_path: Path) -> None:
     partial = objects_of(bare / "coral")
     assert 0 < len(partial) < len(local)
     assert git(bare, "for-each-ref") == ""  # killed in pre-push: no ref moved
-    remote = ChunkStore(bare / "coral")
+    remote = store_at(bare / "coral")
     for cid in partial:  # nothing half-written, and every uploaded delta has its base
         remote.get(cid)
     retry = subprocess.run(["git", "push", "origin", "main"], cwd=repo, capture_output=True, text=True)
@@ -240,7 +253,7 @@ def test_push_of_an_old_revision_is_self_contained(shared: tuple[Path, Path, lis
         dest = tmp_path / f"store-{mode}"
         stats = push_chunks(r.store, PathRemote("t", dest), ids, where=where, mode=mode)
         got = objects_of(dest)
-        remote = ChunkStore(dest)
+        remote = store_at(dest)
         for cid in got:  # every uploaded object rebuilds from what is on the remote alone
             remote.get(cid)
         if mode == "closure":
@@ -294,7 +307,7 @@ def test_remote_delta_chains_are_bounded(shared: tuple[Path, Path, list[str]], t
     for bound in (0, 1, 255):
         dest = tmp_path / f"store-{bound}"
         push_chunks(r.store, PathRemote("t", dest), ids, where=where, max_chain=bound)
-        remote = ChunkStore(dest)
+        remote = store_at(dest)
         depth = {}
         for cid in objects_of(dest):
             n, cur = 0, cid

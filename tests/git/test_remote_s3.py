@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -62,12 +63,24 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 
 def remote_objects(client, prefix: str) -> dict[str, bytes]:
-    """Every object under ``s3://BUCKET/prefix/objects/`` by chunk id."""
+    """Every object under ``s3://BUCKET/prefix/``, by chunk id: loose ones (``objects/``) and those in
+    wire packs (``packs/<sha256>.pack`` located through ``packs/<sha256>.idx``)."""
+    from coral_git.remote.wirepack import parse_index, read_object
+
     out = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/objects/"):
         for item in page.get("Contents", []):
             rest = item["Key"].split("/objects/", 1)[1]
             out[rest.replace("/", "")] = client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/packs/"):
+        for item in page.get("Contents", []):
+            if not item["Key"].endswith(".idx"):
+                continue
+            index = parse_index(client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())
+            pack = client.get_object(Bucket=BUCKET, Key=item["Key"][:-4] + ".pack")["Body"].read()
+            assert hashlib.sha256(pack).hexdigest() == index.pack_oid == item["Key"].rsplit("/", 1)[1][:-4]
+            for e in index:
+                out[e.cid] = read_object(e, lambda off, n, pack=pack: pack[off : off + n])
     return out
 
 

@@ -145,10 +145,11 @@ def test_two_pushes_to_one_remote(repo: Path, tmp_path: Path) -> None:
     ]
     for p in pushes:
         assert p.wait(timeout=600) == 0, p.stderr.read().decode() if p.stderr else ""
+    from coral_git.store import packs
     from coral_git.store.chunkstore import ChunkStore
 
     rstore = ChunkStore(remote / "coral")
-    ids = rstore.loose.ids()
+    ids = set(rstore.loose.ids()) | packs.attach(rstore).ids()  # pushes write packs
     assert ids
     for cid in ids:
         rstore.get(cid)
