@@ -114,7 +114,6 @@ class LfsClient:
         self.backoff = backoff
         self.timeout = timeout
         self.concurrency = concurrency or _concurrency(self.config)
-        self.verify_tls = _tls_verify(self.config, endpoint.url)
         self.range_supported: bool | None = None  # learnt from the first ranged read
         self.stats = {"requests": 0, "retries": 0, "bytes_up": 0, "bytes_down": 0}
         self._local = threading.local()
@@ -122,7 +121,6 @@ class LfsClient:
         self._cred: credentials.Credential | None = None
         self._cred_approved = False
         self._stats_lock = threading.Lock()
-        self._extra = _extra_header_config(self.config)
         self._apis: dict[str, Endpoint] = {}  # per operation: the endpoint after git-lfs-authenticate (ssh)
         self._origins = {_origin(endpoint.url)}
 
@@ -135,7 +133,6 @@ class LfsClient:
         s = getattr(self._local, "session", None)
         if s is None:
             s = requests.Session()
-            s.verify = self.verify_tls
             s.trust_env = True
             self._local.session = s
         return s
@@ -161,9 +158,18 @@ class LfsClient:
                 self._origins.add(_origin(ep.url))
             return ep
 
+    def _verify(self, url: str) -> bool | str:
+        """TLS checking for ``url``: ``http.<url>.sslVerify`` / ``GIT_SSL_NO_VERIFY``, ``http.<url>.sslCAInfo``."""
+        if os.environ.get("GIT_SSL_NO_VERIFY"):
+            return False
+        http = self.config.http(url)
+        if not http.ssl_verify:
+            return False
+        return http.ca_info or True
+
     def _headers(self, url: str, extra: dict[str, str], method: str = "GET") -> dict[str, str]:
         """http.extraHeader for ``url``, then the caller's headers, then credentials if none says otherwise."""
-        headers = dict(_extra_headers(self._extra, url))
+        headers = dict(self.config.http(url).headers)
         if self._same_origin(url):
             headers.update(self.endpoint.headers)
             # an ssh grant authenticates transfers on the LFS host too (hrefs without headers of their own)
@@ -194,7 +200,7 @@ class LfsClient:
                 self._count("requests")
                 resp = self._session().request(
                     method, url, headers=self._headers(url, headers or {}, method), data=data,
-                    stream=stream, timeout=self.timeout, allow_redirects=True,
+                    stream=stream, timeout=self.timeout, allow_redirects=True, verify=self._verify(url),
                 )
             except (requests.ConnectionError, requests.Timeout) as e:
                 if attempt >= self.retries:
@@ -553,30 +559,3 @@ def _concurrency(config: GitConfig) -> int:
         if value and value.strip().isdigit() and int(value) > 0:
             return int(value)
     return DEFAULT_CONCURRENCY
-
-
-def _tls_verify(config: GitConfig, url: str) -> bool | str:
-    """``http.sslVerify`` (and GIT_SSL_NO_VERIFY) as git reads them; ``http.sslCAInfo`` as a CA bundle."""
-    if os.environ.get("GIT_SSL_NO_VERIFY"):
-        return False
-    if not config.get_bool_urlmatch("http.sslverify", url, True):
-        return False
-    return config.get_urlmatch("http.sslcainfo", url) or True
-
-
-def _extra_header_config(config: GitConfig) -> list[tuple[str, str]]:
-    """Every ``http[.<url>].extraHeader`` setting, read once per client."""
-    return config.get_regexp(r"^http\..*extraheader$")
-
-
-def _extra_headers(settings: list[tuple[str, str]], url: str) -> list[tuple[str, str]]:
-    """The extra headers whose ``http.<url>`` scope is a prefix of ``url`` (or that have no scope)."""
-    out = []
-    for key, value in settings:
-        scope = key[len("http.") : -len(".extraheader")] if key != "http.extraheader" else ""
-        if scope and not url.startswith(scope):
-            continue
-        name, sep, val = value.partition(":")
-        if sep and name.strip():
-            out.append((name.strip(), val.strip()))
-    return out
