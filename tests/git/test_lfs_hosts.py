@@ -30,7 +30,16 @@ from helpers import git
 from helpers.lfs_server import free_port
 
 from coral_git.errors import RemoteError
-from coral_git.remote.lfs import Endpoint, GitConfig, LfsAuthError, LfsClient, LfsError, LfsObject, LfsUnreachableError
+from coral_git.remote.lfs import (
+    Endpoint,
+    GitConfig,
+    LfsAuthError,
+    LfsClient,
+    LfsError,
+    LfsObject,
+    LfsUnreachableError,
+    resolve,
+)
 from coral_git.remote.lfs.client import _action, _retry_after
 
 HOST_APP = '''\
@@ -298,6 +307,37 @@ def test_extra_header_scoped_by_git_url_rules(tmp_path: Path, host: Host) -> Non
     assert sent("/hdr-ab/") == {frozenset({"X-All": "1"}.items())}
     assert sent("/storage/hdr-a") == {frozenset({"X-All": "1", "X-Storage": "1"}.items())}
 
+    # http.<url>.sslVerify / sslCAInfo by the same rules
+    git(work, "config", f"http.{host.base}/hdr-a.sslVerify", "false")
+    git(work, "config", "http.https://*.example.org/.sslCAInfo", "/etc/ca.pem")
+    cfg = GitConfig(work)
+    assert not cfg.http(f"{host.base}/hdr-a/x").ssl_verify and cfg.http(f"{host.base}/hdr-ab/x").ssl_verify
+    assert cfg.http("https://lfs.example.org/a").ca_info == "/etc/ca.pem" and cfg.http("https://example.org/a").ca_info is None
+
     # an empty value resets the list (a repository dropping headers it inherits)
     git(work, "config", "--add", "http.extraHeader", "")
     assert GitConfig(work).http(f"{host.base}/other/x").headers == ()
+
+
+def test_ssh_grant_renewed_when_it_expires(tmp_path: Path, host: Host, monkeypatch) -> None:
+    """git-lfs-authenticate answers with expires_in (GitLab's grants last minutes): asked again when spent."""
+    log = tmp_path / "ssh.log"
+    script = tmp_path / "ssh-standin"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {log}\n'
+        f"printf '%s' '{{\"href\": \"{host.url('plain')}\", \"header\": {{\"X-Grant\": \"g\"}}, \"expires_in\": 1}}'\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(script))
+    work = tmp_path / "w"
+    work.mkdir()
+    git(work, "init", "-q")
+    git(work, "remote", "add", "origin", "git@models.example:coral/models.git")
+    client = LfsClient(resolve("origin", config=GitConfig(work)), remote="origin", config=GitConfig(work))
+    obj = LfsObject("cd" * 32, 3)
+    assert client.has([obj]) == set()
+    assert client.has([obj]) == set()  # the grant still holds: no second ssh
+    time.sleep(1.1)
+    assert client.has([obj]) == set()
+    assert len(log.read_text().splitlines()) == 2

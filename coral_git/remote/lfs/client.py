@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
-from . import credentials
+from . import credentials, expiry
 from .endpoint import Endpoint
 from .errors import LfsAuthError, LfsError, LfsIntegrityError, LfsUnreachableError
 from .gitconfig import GitConfig
@@ -41,7 +41,6 @@ BATCH_LIMIT = 100  # objects per batch request, as git-lfs sends them
 DEFAULT_CONCURRENCY = 8  # git-lfs's lfs.concurrenttransfers default
 BLOCK = 1 << 20
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
-EXPIRY_MARGIN = 5.0  # seconds: an href expiring sooner is renewed before use (git-lfs uses 5 s too)
 MAX_RETRY_AFTER = 60.0  # seconds: the longest Retry-After waited for at once
 
 Progress = Callable[[int], None]
@@ -80,12 +79,8 @@ class Action:
     granted_at: float = 0.0
 
     def expiring(self, now: float | None = None) -> bool:
-        """Whether the href expires within the margin: ``EXPIRY_MARGIN``, or half its lifetime if shorter."""
-        if self.expires_at is None:
-            return False
-        now = time.time() if now is None else now
-        margin = min(EXPIRY_MARGIN, max(self.expires_at - self.granted_at, 0.0) / 2)
-        return now >= self.expires_at - margin
+        """Whether the href expires within the margin (``expiry.MARGIN``, or half its lifetime if shorter)."""
+        return expiry.expiring(self.expires_at, self.granted_at, now)
 
 
 class _Refused(Exception):
@@ -181,7 +176,7 @@ class LfsClient:
             return self.endpoint
         with self._auth_lock:
             ep = self._apis.get(operation)
-            if ep is None:
+            if ep is None or ep.expiring():  # GitLab's ssh grants last minutes (expires_in)
                 ep = self.endpoint.authenticated(operation, _ssh_command(self.config), self.remote)
                 self._apis[operation] = ep
                 self._origins.add(_origin(ep.url))
@@ -672,21 +667,10 @@ class LfsClient:
 
 
 def _action(a: dict, now: float | None = None) -> Action:
-    """An action of a batch answer; ``expires_in`` (seconds from now) wins over ``expires_at`` (RFC 3339),
-    as the spec says; 0 and Go's zero time mean "not said", as git-lfs reads them."""
+    """An action of a batch answer, with its expiry (see ``expiry.expires_at``)."""
     now = time.time() if now is None else now
-    expires = None
-    expires_in = a.get("expires_in")
-    if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in != 0:
-        expires = now + float(expires_in)
-    elif isinstance(a.get("expires_at"), str):
-        try:
-            when = datetime.fromisoformat(a["expires_at"].replace("Z", "+00:00"))
-            if when.year > 1:
-                expires = when.timestamp() if when.tzinfo else when.replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            pass
-    return Action(a["href"], {str(k): str(v) for k, v in (a.get("header") or {}).items()}, expires, now)
+    headers = {str(k): str(v) for k, v in (a.get("header") or {}).items()}
+    return Action(a["href"], headers, expiry.expires_at(a, now), now)
 
 
 def _actions(raw: object) -> dict[str, Action]:
