@@ -475,9 +475,9 @@ class LfsClient:
         if size != obj.size:
             raise LfsError(f"internal error: {path} has {size} bytes, not the {obj.size} announced for {obj.oid}")
         actions = {"upload": up, **({"verify": verify} if verify is not None else {})}
-        self._transfer(obj, "upload", actions, lambda a: self._put_once(obj, path, size, a["upload"], a.get("verify"), progress))
+        self._transfer(obj, "upload", actions, lambda a: self._put_one(obj, path, size, a["upload"], a.get("verify"), progress))
 
-    def _put_once(self, obj: LfsObject, path: Path, size: int, up: Action, verify: Action | None, progress: Progress | None) -> None:
+    def _put_one(self, obj: LfsObject, path: Path, size: int, up: Action, verify: Action | None, progress: Progress | None) -> None:
         headers = {"Content-Type": "application/octet-stream", **up.headers}
         resp = self._request("PUT", up.href, headers, body=lambda: _FileBody(path, size, progress), what=f"upload of {obj.oid[:12]}", href=True)
         with resp:
