@@ -146,6 +146,7 @@ def test_original_survives_failed_checkouts(committed: tuple[Path, bytes], tmp_p
 USER_ERRORS = {
     "CoralError", "UsageError", "NotARepositoryError", "PointerError", "StoreError", "MissingObjectError",
     "CorruptObjectError", "RemoteError", "MergeError", "CheckpointError",
+    "LfsError", "LfsAuthError", "LfsUnreachableError", "LfsEndpointError", "LfsIntegrityError",
 }  # fmt: skip
 
 

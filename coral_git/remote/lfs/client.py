@@ -12,6 +12,7 @@ bodies with a Content-Length, and the proxy/CA environment (``HTTPS_PROXY``, ``N
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import json
 import os
@@ -24,12 +25,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
-from . import credentials
+from . import credentials, expiry
 from .endpoint import Endpoint
 from .errors import LfsAuthError, LfsError, LfsIntegrityError, LfsUnreachableError
 from .gitconfig import GitConfig
@@ -39,6 +41,7 @@ BATCH_LIMIT = 100  # objects per batch request, as git-lfs sends them
 DEFAULT_CONCURRENCY = 8  # git-lfs's lfs.concurrenttransfers default
 BLOCK = 1 << 20
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER = 60.0  # seconds: the longest Retry-After waited for at once
 
 Progress = Callable[[int], None]
 
@@ -67,8 +70,26 @@ class LfsObject:
 
 @dataclass(frozen=True, slots=True)
 class Action:
+    """Where and how to transfer one object. Hosts backed by S3/GCS/Azure sign hrefs for minutes:
+    ``expires_at`` (``time.time()`` seconds, from ``expires_in``/``expires_at``) says until when."""
+
     href: str
     headers: dict[str, str]
+    expires_at: float | None = None
+    granted_at: float = 0.0
+
+    def expiring(self, now: float | None = None) -> bool:
+        """Whether the href expires within the margin (``expiry.MARGIN``, or half its lifetime if shorter)."""
+        return expiry.expiring(self.expires_at, self.granted_at, now)
+
+
+class _Refused(Exception):
+    """A transfer href answered 401/403: expired or revoked; one new batch request may fix it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
 
 
 class _FileBody:
@@ -114,16 +135,17 @@ class LfsClient:
         self.backoff = backoff
         self.timeout = timeout
         self.concurrency = concurrency or _concurrency(self.config)
-        self.verify_tls = _tls_verify(self.config, endpoint.url)
         self.range_supported: bool | None = None  # learnt from the first ranged read
         self.stats = {"requests": 0, "retries": 0, "bytes_up": 0, "bytes_down": 0}
+        self.stats["renewals"] = 0  # batch requests made again for an expired or refused href
         self._local = threading.local()
         self._auth_lock = threading.Lock()
         self._cred: credentials.Credential | None = None
         self._cred_approved = False
         self._stats_lock = threading.Lock()
-        self._extra = _extra_header_config(self.config)
         self._apis: dict[str, Endpoint] = {}  # per operation: the endpoint after git-lfs-authenticate (ssh)
+        self._renewed: dict[tuple[str, str], dict[str, Action]] = {}  # (operation, oid) -> latest actions
+        self._renew_lock = threading.Lock()
         self._origins = {_origin(endpoint.url)}
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -135,7 +157,6 @@ class LfsClient:
         s = getattr(self._local, "session", None)
         if s is None:
             s = requests.Session()
-            s.verify = self.verify_tls
             s.trust_env = True
             self._local.session = s
         return s
@@ -155,15 +176,24 @@ class LfsClient:
             return self.endpoint
         with self._auth_lock:
             ep = self._apis.get(operation)
-            if ep is None:
+            if ep is None or ep.expiring():  # GitLab's ssh grants last minutes (expires_in)
                 ep = self.endpoint.authenticated(operation, _ssh_command(self.config), self.remote)
                 self._apis[operation] = ep
                 self._origins.add(_origin(ep.url))
             return ep
 
+    def _verify(self, url: str) -> bool | str:
+        """TLS checking for ``url``: ``http.<url>.sslVerify`` / ``GIT_SSL_NO_VERIFY``, ``http.<url>.sslCAInfo``."""
+        if os.environ.get("GIT_SSL_NO_VERIFY"):
+            return False
+        http = self.config.http(url)
+        if not http.ssl_verify:
+            return False
+        return http.ca_info or True
+
     def _headers(self, url: str, extra: dict[str, str], method: str = "GET") -> dict[str, str]:
         """http.extraHeader for ``url``, then the caller's headers, then credentials if none says otherwise."""
-        headers = dict(_extra_headers(self._extra, url))
+        headers = dict(self.config.http(url).headers)
         if self._same_origin(url):
             headers.update(self.endpoint.headers)
             # an ssh grant authenticates transfers on the LFS host too (hrefs without headers of their own)
@@ -184,8 +214,13 @@ class LfsClient:
         body: Callable[[], object] | None = None,
         stream: bool = False,
         what: str = "request",
+        href: bool = False,
     ) -> requests.Response:
-        """One HTTP exchange with retries (connection errors, 5xx, 429) and the 401 credential dance."""
+        """One HTTP exchange with retries (connection errors, 5xx, 429) and the 401 credential dance.
+
+        ``href``: a transfer href from a batch answer; a 401/403 there (from storage elsewhere, or with
+        the action's own Authorization) means it expired or was revoked: ``_Refused`` is raised so the
+        caller asks for a new one, instead of trying the user's credentials on it."""
         attempt = 0
         auth_tries = 0
         while True:
@@ -194,7 +229,7 @@ class LfsClient:
                 self._count("requests")
                 resp = self._session().request(
                     method, url, headers=self._headers(url, headers or {}, method), data=data,
-                    stream=stream, timeout=self.timeout, allow_redirects=True,
+                    stream=stream, timeout=self.timeout, allow_redirects=True, verify=self._verify(url),
                 )
             except (requests.ConnectionError, requests.Timeout) as e:
                 if attempt >= self.retries:
@@ -208,21 +243,35 @@ class LfsClient:
             finally:
                 if data is not None and hasattr(data, "close"):
                     data.close()
+            own_auth = any(k.lower() == "authorization" for k in headers or {})
+            if href and (resp.status_code == 403 or (resp.status_code == 401 and (own_auth or not self._same_origin(url)))):
+                msg = _message(resp)
+                resp.close()
+                raise _Refused(resp.status_code, msg)
             if resp.status_code == 401 and self._same_origin(url):
                 resp.close()
                 auth_tries += 1
                 self._on_401(auth_tries)
                 continue
-            if resp.status_code in RETRY_STATUS and attempt < self.retries:
+            wait = _retry_after(resp.headers.get("Retry-After"))
+            if resp.status_code in RETRY_STATUS and attempt < self.retries and (wait or 0) <= MAX_RETRY_AFTER:
                 resp.close()
                 attempt += 1
                 self._sleep(attempt, resp.headers.get("Retry-After"))
                 continue
+            if resp.status_code in (429, 503):
+                msg = _message(resp)
+                resp.close()
+                later = f"wait {wait:.0f} s (its Retry-After)" if wait else "wait a while"
+                raise LfsUnreachableError(
+                    f"{self._where} kept answering {resp.status_code} ({msg}) to {what} after {attempt + 1} tries: "
+                    f"the server is rate-limiting or unavailable; {later} and retry"
+                )
             if resp.status_code == 403:
                 resp.close()
                 raise LfsAuthError(
                     f"{self._where} refused {what} (403 Forbidden); check that your account may "
-                    f"{'write to' if method == 'PUT' else 'read'} this repository"
+                    f"{'write to' if method == 'PUT' or 'upload' in what else 'read'} this repository"
                 )
             if 200 <= resp.status_code < 300 and self._cred is not None and not self._cred_approved:
                 with self._auth_lock:
@@ -253,15 +302,21 @@ class LfsClient:
                 self._cred_approved = False
 
     def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        """Exponential backoff with jitter, or the server's ``Retry-After`` (seconds or an HTTP date)."""
         self._count("retries")
-        if retry_after and retry_after.isdigit():
-            time.sleep(min(float(retry_after), 30.0))
-            return
-        time.sleep(min(self.backoff * (2 ** (attempt - 1)), 8.0) * (0.75 + random.random() / 2))
+        wait = _retry_after(retry_after)
+        if wait is None:
+            wait = min(self.backoff * (2 ** (attempt - 1)), 8.0) * (0.75 + random.random() / 2)
+        time.sleep(wait)
 
     # -- batch API ----------------------------------------------------------------------------
     def batch(self, operation: str, objects: list[LfsObject]) -> dict[str, dict]:
-        """``POST objects/batch`` (split into requests of 100); the response object of each oid."""
+        """``POST objects/batch`` (split into requests of 100); the response object of each oid.
+
+        Per the spec a 404 answer to the whole request means the repository does not exist (or this
+        account may not see it) and a 422 that the request is invalid: both are errors naming the
+        remote. Per-object ``error``s (404 missing, 410 removed, 422 invalid) stay in each object's
+        answer for the caller to judge."""
         out: dict[str, dict] = {}
         for i in range(0, len(objects), BATCH_LIMIT):
             part = objects[i : i + BATCH_LIMIT]
@@ -278,28 +333,119 @@ class LfsClient:
                 body=lambda payload=payload: _json_bytes(payload), what=f"the {operation} batch request",
             )
             with resp:
-                if resp.status_code in (404, 422) and operation == "download" and _is_lfs_json(resp):
-                    # giftless answers the whole batch 404 when no object exists, 422 when every object
-                    # is missing or has another size (a half-written upload): none is available
-                    continue
-                if resp.status_code != 200:
-                    raise LfsError(f"{self._where} answered {resp.status_code} to the {operation} batch request: {_message(resp)}")
-                try:
-                    answer = resp.json()
-                except ValueError as e:
-                    raise LfsError(f"{self._where} answered the batch request with no JSON; is lfs.url right?") from e
-            transfer = answer.get("transfer") or "basic"
-            if transfer != "basic":
-                raise LfsError(f"{self._where} chose transfer '{transfer}'; only 'basic' is supported")
+                if resp.status_code == 200:
+                    try:
+                        answer = resp.json()
+                    except ValueError as e:
+                        raise LfsError(f"{self._where} answered the batch request with no JSON; is lfs.url right?") from e
+                    transfer = answer.get("transfer") or "basic"
+                    if transfer != "basic":
+                        raise LfsError(f"{self._where} chose transfer '{transfer}'; only 'basic' is supported")
+                elif operation == "download" and _giftless_none_available(resp):
+                    # giftless answers a whole download batch 404 when no object exists and 422 when every
+                    # object has an error, instead of per-object errors: read them as such
+                    error = {"code": resp.status_code, "message": _message(resp)}
+                    answer = {"objects": [{"oid": o.oid, "size": o.size, "error": error} for o in part]}
+                else:
+                    raise self._batch_error(operation, resp)
             for obj in answer.get("objects") or []:
                 out[obj.get("oid", "")] = obj
         return out
 
+    def _batch_error(self, operation: str, resp: requests.Response) -> LfsError:
+        """One line per refusal of a whole batch request: what the status means, what to do."""
+        status, msg = resp.status_code, _message(resp)
+        verb = "write to" if operation == "upload" else "read"
+        if status == 404:
+            return LfsError(
+                f"{self._where} answered 404 to the {operation} batch request ({msg}): the repository does not "
+                f"exist there or your account may not {verb} it; check the remote's URL (and lfs.url) and your access"
+            )
+        if status == 422:
+            return LfsError(
+                f"{self._where} rejected the {operation} batch request as invalid (422: {msg}); the server will not "
+                "take these objects: check its object size limit and that lfs.url names a Git LFS server"
+            )
+        if status == 507:
+            return LfsError(f"{self._where} has no storage left (507: {msg}); free space or raise the quota on the host, then retry")
+        if status == 509:
+            return LfsError(f"{self._where} says the bandwidth limit is exceeded (509: {msg}); wait for it to reset or raise it on the host, then retry")
+        return LfsError(f"{self._where} answered {status} to the {operation} batch request: {msg}")
+
+    def _object_error(self, oid: str, error: dict, operation: str) -> LfsError:
+        """A per-object error of a batch answer, as one line."""
+        code, msg = error.get("code"), str(error.get("message") or "").splitlines()[0:1]
+        msg = msg[0][:200] if msg else ""
+        if operation == "upload":
+            return LfsError(f"{self._where} refuses to store object {oid} ({code}: {msg}); act on the server's message (quota, size limit, permissions)")
+        if code == 404:
+            return LfsError(f"{self._where} does not have object {oid} (404: {msg}); push it from a repository that has it")
+        if code == 410:
+            return LfsError(f"{self._where} says object {oid} was removed (410: {msg}); push it again from a repository that has it")
+        if code == 422:
+            return LfsError(f"{self._where} holds object {oid} in an invalid state (422: {msg}); push it again from a repository that has it")
+        return LfsError(f"{self._where} cannot serve object {oid} ({code}: {msg}); check your access to the repository, then retry")
+
     def has(self, objects: Iterable[LfsObject]) -> set[str]:
-        """Oids the server holds (with that exact size), by a download batch: read access is enough."""
+        """Oids the server holds (with that exact size), by a download batch: read access is enough.
+        Objects answered missing (404), removed (410) or invalid (422) are not held; other per-object
+        errors (no access, server trouble) raise rather than pass for "missing"."""
         objects = list(objects)
         answer = self.batch("download", objects)
-        return {o.oid for o in objects if "download" in (answer.get(o.oid, {}).get("actions") or {})}
+        out = set()
+        for o in objects:
+            resp = answer.get(o.oid) or {}
+            if "download" in (resp.get("actions") or {}):
+                out.add(o.oid)
+            elif resp.get("error") and resp["error"].get("code") not in (404, 410, 422):
+                raise self._object_error(o.oid, resp["error"], "download")
+        return out
+
+    # -- expiring hrefs -----------------------------------------------------------------------
+    def _renew(self, obj: LfsObject, operation: str) -> dict[str, Action] | None:
+        """New actions for one object by a new batch request; None for an upload the server now has."""
+        self._count("renewals")
+        resp = self.batch(operation, [obj]).get(obj.oid) or {}
+        if resp.get("error"):
+            raise self._object_error(obj.oid, resp["error"], operation)
+        actions = _actions(resp.get("actions"))
+        if operation not in actions:
+            if operation == "upload":
+                return None
+            raise self._object_error(obj.oid, {"code": 404, "message": "no download action"}, operation)
+        with self._renew_lock:
+            self._renewed[(operation, obj.oid)] = actions
+        return actions
+
+    def _fresh(self, obj: LfsObject, operation: str, actions: dict[str, Action]) -> dict[str, Action] | None:
+        """``actions``, or newer ones when an href expires within the margin (renewed once per client and
+        shared: a range reader holding an old action picks up the renewed one)."""
+        if not any(a.expiring() for a in actions.values()):
+            return actions
+        with self._renew_lock:
+            latest = self._renewed.get((operation, obj.oid))
+        if latest is not None and not any(a.expiring() for a in latest.values()):
+            return latest
+        return self._renew(obj, operation)
+
+    def _transfer(self, obj: LfsObject, operation: str, actions: dict[str, Action], fn: Callable[[dict[str, Action]], object]) -> object:
+        """``fn(actions)`` with hrefs that are not about to expire; an href answering 401/403 gets one new
+        batch request, then the transfer is tried again. None when an upload turns out to be done."""
+        current = self._fresh(obj, operation, actions)
+        renewed = False
+        while current is not None:
+            try:
+                return fn(current)
+            except _Refused as e:
+                if renewed:
+                    verb = "write to" if operation == "upload" else "read"
+                    raise LfsAuthError(
+                        f"{self._where} refused the {operation} of object {obj.oid} ({e.status}: {e.message}) even with a "
+                        f"new href from a new batch request; check that your account may {verb} this repository, then retry"
+                    ) from None
+                renewed = True
+                current = self._renew(obj, operation)
+        return None
 
     # -- upload -------------------------------------------------------------------------------
     def upload(self, files: Iterable[tuple[LfsObject, Path]], progress: Progress | None = None) -> list[str]:
@@ -317,10 +463,10 @@ class LfsClient:
             if resp is None:
                 raise LfsError(f"{self._where} left object {oid} out of its batch answer")
             if resp.get("error"):
-                raise LfsError(f"{self._where} refuses to store object {oid}: {resp['error'].get('message', resp['error'])}")
-            actions = resp.get("actions") or {}
+                raise self._object_error(oid, resp["error"], "upload")
+            actions = _actions(resp.get("actions"))
             if "upload" in actions:
-                todo.append((obj, path, _action(actions["upload"]), _action(actions["verify"]) if "verify" in actions else None))
+                todo.append((obj, path, actions["upload"], actions.get("verify")))
         self._parallel(lambda t: self._put(*t, progress), todo)
         return [t[0].oid for t in todo]
 
@@ -328,8 +474,12 @@ class LfsClient:
         size = os.path.getsize(path)
         if size != obj.size:
             raise LfsError(f"internal error: {path} has {size} bytes, not the {obj.size} announced for {obj.oid}")
+        actions = {"upload": up, **({"verify": verify} if verify is not None else {})}
+        self._transfer(obj, "upload", actions, lambda a: self._put_one(obj, path, size, a["upload"], a.get("verify"), progress))
+
+    def _put_one(self, obj: LfsObject, path: Path, size: int, up: Action, verify: Action | None, progress: Progress | None) -> None:
         headers = {"Content-Type": "application/octet-stream", **up.headers}
-        resp = self._request("PUT", up.href, headers, body=lambda: _FileBody(path, size, progress), what=f"upload of {obj.oid[:12]}")
+        resp = self._request("PUT", up.href, headers, body=lambda: _FileBody(path, size, progress), what=f"upload of {obj.oid[:12]}", href=True)
         with resp:
             if not 200 <= resp.status_code < 300:
                 raise LfsError(f"{self._where} answered {resp.status_code} to the upload of object {obj.oid}: {_message(resp)}")
@@ -337,7 +487,7 @@ class LfsClient:
         if verify is not None:
             resp = self._request(
                 "POST", verify.href, {"Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE, **verify.headers},
-                body=lambda: _json_bytes({"oid": obj.oid, "size": obj.size}), what=f"verify of {obj.oid[:12]}",
+                body=lambda: _json_bytes({"oid": obj.oid, "size": obj.size}), what=f"verify of {obj.oid[:12]}", href=True,
             )
             with resp:
                 if not 200 <= resp.status_code < 300:
@@ -350,11 +500,12 @@ class LfsClient:
         out = {}
         for o in objects:
             resp = answer.get(o.oid) or {}
-            actions = resp.get("actions") or {}
+            if resp.get("error"):
+                raise self._object_error(o.oid, resp["error"], "download")
+            actions = _actions(resp.get("actions"))
             if "download" not in actions:
-                err = (resp.get("error") or {}).get("message", "not on the server")
-                raise LfsError(f"{self._where} does not have object {o.oid} ({err}); push it from a repository that has it")
-            out[o.oid] = _action(actions["download"])
+                raise self._object_error(o.oid, {"code": 404, "message": "not on the server"}, "download")
+            out[o.oid] = actions["download"]
         return out
 
     def download(self, objects: Iterable[tuple[LfsObject, Path]], progress: Progress | None = None) -> None:
@@ -364,12 +515,14 @@ class LfsClient:
         self._parallel(lambda t: self._get(t[0], actions[t[0].oid], t[1], progress), pairs)
 
     def _get(self, obj: LfsObject, action: Action, dest: Path, progress: Progress | None) -> None:
-        dest = Path(dest)
+        self._transfer(obj, "download", {"download": action}, lambda a: self._get_once(obj, a["download"], Path(dest), progress))
+
+    def _get_once(self, obj: LfsObject, action: Action, dest: Path, progress: Progress | None) -> None:
         attempt = 0
         while True:
             tmp = dest.parent / f".tmp-lfs-{os.getpid()}-{secrets.token_hex(6)}"
             try:
-                resp = self._request("GET", action.href, action.headers, stream=True, what=f"download of {obj.oid[:12]}")
+                resp = self._request("GET", action.href, action.headers, stream=True, what=f"download of {obj.oid[:12]}", href=True)
                 with resp:
                     if resp.status_code != 200:
                         raise LfsError(f"{self._where} answered {resp.status_code} to the download of {obj.oid}: {_message(resp)}")
@@ -434,13 +587,18 @@ class LfsClient:
             return b""
         if action is None:
             action = self.download_actions([obj])[obj.oid]
+        return self._transfer(  # type: ignore[return-value]
+            obj, "download", {"download": action}, lambda a: self._read_range_once(obj, start, length, a["download"], spool),
+        )
+
+    def _read_range_once(self, obj: LfsObject, start: int, length: int, action: Action, spool: Path | None) -> bytes:
         end = start + length - 1
         attempt = 0
         while True:
             try:
                 resp = self._request(
                     "GET", action.href, {**action.headers, "Range": f"bytes={start}-{end}"}, stream=True,
-                    what=f"ranged read of {obj.oid[:12]}",
+                    what=f"ranged read of {obj.oid[:12]}", href=True,
                 )
                 with resp:
                     if resp.status_code == 206:
@@ -508,19 +666,44 @@ class LfsClient:
                 raise
 
 
-def _action(a: dict) -> Action:
-    return Action(a["href"], {str(k): str(v) for k, v in (a.get("header") or {}).items()})
+def _action(a: dict, now: float | None = None) -> Action:
+    """An action of a batch answer, with its expiry (see ``expiry.expires_at``)."""
+    now = time.time() if now is None else now
+    headers = {str(k): str(v) for k, v in (a.get("header") or {}).items()}
+    return Action(a["href"], headers, expiry.expires_at(a, now), now)
+
+
+def _actions(raw: object) -> dict[str, Action]:
+    if not isinstance(raw, dict):
+        return {}
+    now = time.time()
+    return {name: _action(a, now) for name, a in raw.items() if isinstance(a, dict) and a.get("href")}
+
+
+def _giftless_none_available(resp: requests.Response) -> bool:
+    """giftless's whole-batch answers for "no object is available" (its messages, verbatim)."""
+    phrase = {404: "Cannot find any of the requested objects", 422: "Cannot validate any of the requested objects"}
+    return resp.status_code in phrase and _message(resp).endswith(phrase[resp.status_code])
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After``: delay-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when.timestamp() - time.time(), 0.0)
 
 
 def _json_bytes(payload: dict) -> bytes:
     return json.dumps(payload).encode()
-
-
-def _is_lfs_json(resp: requests.Response) -> bool:
-    try:
-        return isinstance(resp.json(), dict)
-    except ValueError:
-        return False
 
 
 def _message(resp: requests.Response) -> str:
@@ -553,30 +736,3 @@ def _concurrency(config: GitConfig) -> int:
         if value and value.strip().isdigit() and int(value) > 0:
             return int(value)
     return DEFAULT_CONCURRENCY
-
-
-def _tls_verify(config: GitConfig, url: str) -> bool | str:
-    """``http.sslVerify`` (and GIT_SSL_NO_VERIFY) as git reads them; ``http.sslCAInfo`` as a CA bundle."""
-    if os.environ.get("GIT_SSL_NO_VERIFY"):
-        return False
-    if not config.get_bool_urlmatch("http.sslverify", url, True):
-        return False
-    return config.get_urlmatch("http.sslcainfo", url) or True
-
-
-def _extra_header_config(config: GitConfig) -> list[tuple[str, str]]:
-    """Every ``http[.<url>].extraHeader`` setting, read once per client."""
-    return config.get_regexp(r"^http\..*extraheader$")
-
-
-def _extra_headers(settings: list[tuple[str, str]], url: str) -> list[tuple[str, str]]:
-    """The extra headers whose ``http.<url>`` scope is a prefix of ``url`` (or that have no scope)."""
-    out = []
-    for key, value in settings:
-        scope = key[len("http.") : -len(".extraheader")] if key != "http.extraheader" else ""
-        if scope and not url.startswith(scope):
-            continue
-        name, sep, val = value.partition(":")
-        if sep and name.strip():
-            out.append((name.strip(), val.strip()))
-    return out

@@ -16,9 +16,11 @@ import os
 import re
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from . import expiry
 from .errors import LfsAuthError, LfsEndpointError
 from .gitconfig import GitConfig
 
@@ -52,6 +54,11 @@ class Endpoint:
     source: str  # "remote.<name>.lfsurl", "lfs.url", ".lfsconfig lfs.url", "derived"
     ssh: SshTarget | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    expires_at: float | None = None  # of a git-lfs-authenticate grant (its expires_in / expires_at)
+    granted_at: float = 0.0
+
+    def expiring(self) -> bool:
+        return expiry.expiring(self.expires_at, self.granted_at)
 
     def authenticated(self, operation: str, ssh_command: str = "ssh", remote: str = "") -> Endpoint:
         """For an ssh remote: run git-lfs-authenticate and return the href and headers it grants."""
@@ -68,13 +75,15 @@ class Endpoint:
                 f"remote '{remote}': ssh {self.ssh.host} git-lfs-authenticate failed ({why}); "
                 "check that 'ssh' to the host works and that the host serves Git LFS"
             )
+        now = time.time()
         try:
             answer = json.loads(proc.stdout)
             href = answer.get("href") or self.url
             headers = {str(k): str(v) for k, v in (answer.get("header") or {}).items()}
+            expires = expiry.expires_at(answer, now)
         except (ValueError, AttributeError) as e:
             raise LfsAuthError(f"remote '{remote}': git-lfs-authenticate on {self.ssh.host} answered no JSON") from e
-        return Endpoint(href.rstrip("/"), self.source, None, {**self.headers, **headers})
+        return Endpoint(href.rstrip("/"), self.source, None, {**self.headers, **headers}, expires, now)
 
 
 def parse_ssh(url: str) -> SshTarget | None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ...errors import StoreError
+from ...errors import RemoteError
 
 
-class LfsError(StoreError):
+class LfsError(RemoteError):
     """The LFS server cannot satisfy a request (after retries where retrying makes sense)."""
 
 
