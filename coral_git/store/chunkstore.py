@@ -201,7 +201,7 @@ class ChunkStore:
         return True
 
     def _write(self, cid: str, obj: bytes) -> None:
-        self.loose.write(cid, obj)
+        self.loose.write(cid, obj, writeback=self.fsync)
         self.written += 1  # not exact under threads; only "some" matters
         if self.fsync:
             self._unsynced.append(cid)  # list.append is atomic: clean's worker threads share it
