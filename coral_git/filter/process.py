@@ -67,7 +67,7 @@ class Spool:
     def file_id(self) -> str:
         return self._hash.hexdigest()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         self._hash.update(data)
         if self.stream is not None:
@@ -392,7 +392,7 @@ def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
         meter = ByteMeter(f"adding {path}") if command == "clean" else None
         failed: OSError | CoralError | None = None
         try:
-            while (pkt := rd.read()) is not None:
+            for pkt in rd.content():
                 if meter is not None:
                     meter.add(len(pkt))
                 if failed is None:
