@@ -8,7 +8,8 @@ Side by side with git-lfs, one run on this machine (print ``uptime`` with the fi
    recently stored version only, the behaviour before base choice), with the default (trial among
    candidates), and git-lfs.
 2. Clean of a new version of a ``--size-mb`` model (``git add`` wall time after the previous version
-   is committed), coral vs git-lfs.
+   is committed), coral vs git-lfs; then checkout of that latest version (file removed, ``git
+   checkout -- file``) and, for coral, ``git coral smudge`` of its pointer to /dev/null.
 3. Start-up: ``git add`` + ``git commit`` of a fresh 4 MB checkpoint, median of ``--runs``.
 
     python benchmarks/bench_adds.py --ft 5 --ft-mb 16 --size-mb 256 --runs 5
@@ -17,7 +18,9 @@ Side by side with git-lfs, one run on this machine (print ``uptime`` with the fi
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -113,7 +116,21 @@ def clean_speed(tmp: Path, size_mb: int) -> None:
         t = time.perf_counter()
         run(repo, "git", "add", "model.safetensors")
         secs = time.perf_counter() - t
-        print(f"{kind:10} git add {secs:6.2f} s  {raw / 2**20 / secs:7.0f} MB/s")
+        run(repo, "git", "commit", "-qm", "v2")
+        # checkout of the latest: the file removed and checked out again (smudge through git's filter)
+        (repo / "model.safetensors").unlink()
+        t = time.perf_counter()
+        run(repo, "git", "checkout", "--", "model.safetensors")
+        co = time.perf_counter() - t
+        line = f"{kind:10} git add {secs:6.2f} s  {raw / 2**20 / secs:7.0f} MB/s   checkout latest {co:6.2f} s  {raw / 2**20 / co:7.0f} MB/s"
+        if kind == "coral":  # the smudge alone: pointer in, file bytes out, no work-tree write
+            pointer = run(repo, "git", "cat-file", "blob", "HEAD:model.safetensors").stdout
+            t = time.perf_counter()
+            subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer, check=True,
+                           stdout=subprocess.DEVNULL, env={**os.environ, **ENV})
+            sm = time.perf_counter() - t
+            line += f"   smudge latest {raw / 2**20 / sm:5.0f} MB/s"
+        print(line)
 
 
 def startup(tmp: Path, runs: int) -> None:
@@ -133,6 +150,14 @@ def main() -> None:
     ap.add_argument("--only", choices=("paths", "speed", "startup"))
     a = ap.parse_args()
     print(os.popen("uptime").read().strip())
+    # an installed package has its bytecode compiled; with PYTHONDONTWRITEBYTECODE set, an editable
+    # install would compile every module at each git-coral start (~0.1 s): measure the installed case
+    import coral_git
+
+    compileall.compile_dir(os.path.dirname(coral_git.__file__), quiet=1)
+    exe = shutil.which("git-coral") or "git-coral (not on PATH)"
+    shim = "shims" in exe
+    print(f"git-coral: {exe}{' (a pyenv shim: ~0.2 s per start; put the interpreter bin dir first on PATH to measure without)' if shim else ''}")
     with tempfile.TemporaryDirectory(prefix="bench-adds-") as d:
         tmp = Path(d)
         if a.only in (None, "paths"):
