@@ -37,6 +37,13 @@ def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), cwd=cwd, check=True, env={**os.environ, **ENV}, capture_output=True)
 
 
+def cpu() -> float:
+    """CPU seconds (user + sys) of the finished child processes so far: git and the filters it ran.
+    On a shared machine wall time swings with the load; this does much less."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -113,23 +120,25 @@ def clean_speed(tmp: Path, size_mb: int) -> None:
         repo, _ = new_repo(tmp / f"speed-{kind}", kind)
         add_commit(repo, "model.safetensors", v1)
         save_file(v2, str(repo / "model.safetensors"))
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu()
         run(repo, "git", "add", "model.safetensors")
-        secs = time.perf_counter() - t
+        secs, add_cpu = time.perf_counter() - t, cpu() - c
         run(repo, "git", "commit", "-qm", "v2")
         # checkout of the latest: the file removed and checked out again (smudge through git's filter)
         (repo / "model.safetensors").unlink()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu()
         run(repo, "git", "checkout", "--", "model.safetensors")
-        co = time.perf_counter() - t
-        line = f"{kind:10} git add {secs:6.2f} s  {raw / 2**20 / secs:7.0f} MB/s   checkout latest {co:6.2f} s  {raw / 2**20 / co:7.0f} MB/s"
+        co, co_cpu = time.perf_counter() - t, cpu() - c
+        mb = raw / 2**20
+        line = (f"{kind:10} git add {secs:5.2f} s {mb / secs:5.0f} MB/s (cpu {add_cpu:4.2f} s)   "
+                f"checkout latest {co:5.2f} s {mb / co:5.0f} MB/s (cpu {co_cpu:4.2f} s)")
         if kind == "coral":  # the smudge alone: pointer in, file bytes out, no work-tree write
             pointer = run(repo, "git", "cat-file", "blob", "HEAD:model.safetensors").stdout
-            t = time.perf_counter()
+            t, c = time.perf_counter(), cpu()
             subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer, check=True,
                            stdout=subprocess.DEVNULL, env={**os.environ, **ENV})
-            sm = time.perf_counter() - t
-            line += f"   smudge latest {raw / 2**20 / sm:5.0f} MB/s"
+            sm, sm_cpu = time.perf_counter() - t, cpu() - c
+            line += f"   smudge latest {mb / sm:5.0f} MB/s (cpu {sm_cpu:4.2f} s)"
         print(line)
 
 
@@ -137,8 +146,9 @@ def startup(tmp: Path, runs: int) -> None:
     print(f"\n## Start-up: add+commit of a fresh 4 MB checkpoint (median of {runs})")
     for kind in ("coral", "git-lfs"):
         repo, _ = new_repo(tmp / f"small-{kind}", kind)
+        c = cpu()
         times = [add_commit(repo, f"ckpt_{k}.safetensors", model(4, 50 + k)) for k in range(runs)]
-        print(f"{kind:10} {statistics.median(times):6.3f} s")
+        print(f"{kind:10} {statistics.median(times):6.3f} s   (cpu {(cpu() - c) / runs:5.3f} s per add+commit)")
 
 
 def main() -> None:
