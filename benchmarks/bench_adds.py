@@ -132,11 +132,11 @@ def clean_speed(tmp: Path, size_mb: int) -> None:
         mb = raw / 2**20
         line = (f"{kind:10} git add {secs:5.2f} s {mb / secs:5.0f} MB/s (cpu {add_cpu:4.2f} s)   "
                 f"checkout latest {co:5.2f} s {mb / co:5.0f} MB/s (cpu {co_cpu:4.2f} s)")
-        if kind == "coral":  # the smudge alone: pointer in, file bytes out, no work-tree write
+        if kind == "coral":  # the smudge alone: pointer in, file bytes out (never a direct checkout), no file written
             pointer = run(repo, "git", "cat-file", "blob", "HEAD:model.safetensors").stdout
             t, c = time.perf_counter(), cpu()
             subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer, check=True,
-                           stdout=subprocess.DEVNULL, env={**os.environ, **ENV})
+                           stdout=subprocess.DEVNULL, env={**os.environ, **ENV, "CORAL_DIRECTCHECKOUTSIZE": "0"})
             sm, sm_cpu = time.perf_counter() - t, cpu() - c
             line += f"   smudge latest {mb / sm:5.0f} MB/s (cpu {sm_cpu:4.2f} s)"
         print(line)
