@@ -167,7 +167,7 @@ def main() -> None:
     compileall.compile_dir(os.path.dirname(coral_git.__file__), quiet=1)
     exe = shutil.which("git-coral") or "git-coral (not on PATH)"
     shim = "shims" in exe
-    print(f"git-coral: {exe}{' (a pyenv shim: ~0.2 s per start; put the interpreter bin dir first on PATH to measure without)' if shim else ''}")
+    print(f"git-coral: {exe}{' (a pyenv shim: bash + pyenv exec before each start; put the interpreter bin dir first on PATH to measure without)' if shim else ''}")
     with tempfile.TemporaryDirectory(prefix="bench-adds-") as d:
         tmp = Path(d)
         if a.only in (None, "paths"):
