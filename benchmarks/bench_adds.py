@@ -8,7 +8,8 @@ Side by side with git-lfs, one run on this machine (print ``uptime`` with the fi
    recently stored version only, the behaviour before base choice), with the default (trial among
    candidates), and git-lfs.
 2. Clean of a new version of a ``--size-mb`` model (``git add`` wall time after the previous version
-   is committed), coral vs git-lfs.
+   is committed), coral vs git-lfs; then checkout of that latest version (file removed, ``git
+   checkout -- file``) and, for coral, ``git coral smudge`` of its pointer to /dev/null.
 3. Start-up: ``git add`` + ``git commit`` of a fresh 4 MB checkpoint, median of ``--runs``.
 
     python benchmarks/bench_adds.py --ft 5 --ft-mb 16 --size-mb 256 --runs 5
@@ -17,7 +18,9 @@ Side by side with git-lfs, one run on this machine (print ``uptime`` with the fi
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -32,6 +35,13 @@ ENV = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), cwd=cwd, check=True, env={**os.environ, **ENV}, capture_output=True)
+
+
+def cpu() -> float:
+    """CPU seconds (user + sys) of the finished child processes so far: git and the filters it ran.
+    On a shared machine wall time swings with the load; this does much less."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def du(path: Path) -> int:
@@ -110,18 +120,35 @@ def clean_speed(tmp: Path, size_mb: int) -> None:
         repo, _ = new_repo(tmp / f"speed-{kind}", kind)
         add_commit(repo, "model.safetensors", v1)
         save_file(v2, str(repo / "model.safetensors"))
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu()
         run(repo, "git", "add", "model.safetensors")
-        secs = time.perf_counter() - t
-        print(f"{kind:10} git add {secs:6.2f} s  {raw / 2**20 / secs:7.0f} MB/s")
+        secs, add_cpu = time.perf_counter() - t, cpu() - c
+        run(repo, "git", "commit", "-qm", "v2")
+        # checkout of the latest: the file removed and checked out again (smudge through git's filter)
+        (repo / "model.safetensors").unlink()
+        t, c = time.perf_counter(), cpu()
+        run(repo, "git", "checkout", "--", "model.safetensors")
+        co, co_cpu = time.perf_counter() - t, cpu() - c
+        mb = raw / 2**20
+        line = (f"{kind:10} git add {secs:5.2f} s {mb / secs:5.0f} MB/s (cpu {add_cpu:4.2f} s)   "
+                f"checkout latest {co:5.2f} s {mb / co:5.0f} MB/s (cpu {co_cpu:4.2f} s)")
+        if kind == "coral":  # the smudge alone: pointer in, file bytes out (never a direct checkout), no file written
+            pointer = run(repo, "git", "cat-file", "blob", "HEAD:model.safetensors").stdout
+            t, c = time.perf_counter(), cpu()
+            subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer, check=True,
+                           stdout=subprocess.DEVNULL, env={**os.environ, **ENV, "CORAL_DIRECTCHECKOUTSIZE": "0"})
+            sm, sm_cpu = time.perf_counter() - t, cpu() - c
+            line += f"   smudge latest {mb / sm:5.0f} MB/s (cpu {sm_cpu:4.2f} s)"
+        print(line)
 
 
 def startup(tmp: Path, runs: int) -> None:
     print(f"\n## Start-up: add+commit of a fresh 4 MB checkpoint (median of {runs})")
     for kind in ("coral", "git-lfs"):
         repo, _ = new_repo(tmp / f"small-{kind}", kind)
+        c = cpu()
         times = [add_commit(repo, f"ckpt_{k}.safetensors", model(4, 50 + k)) for k in range(runs)]
-        print(f"{kind:10} {statistics.median(times):6.3f} s")
+        print(f"{kind:10} {statistics.median(times):6.3f} s   (cpu {(cpu() - c) / runs:5.3f} s per add+commit)")
 
 
 def main() -> None:
@@ -133,6 +160,14 @@ def main() -> None:
     ap.add_argument("--only", choices=("paths", "speed", "startup"))
     a = ap.parse_args()
     print(os.popen("uptime").read().strip())
+    # an installed package has its bytecode compiled; with PYTHONDONTWRITEBYTECODE set, an editable
+    # install would compile every module at each git-coral start (~0.1 s): measure the installed case
+    import coral_git
+
+    compileall.compile_dir(os.path.dirname(coral_git.__file__), quiet=1)
+    exe = shutil.which("git-coral") or "git-coral (not on PATH)"
+    shim = "shims" in exe
+    print(f"git-coral: {exe}{' (a pyenv shim: bash + pyenv exec before each start; put the interpreter bin dir first on PATH to measure without)' if shim else ''}")
     with tempfile.TemporaryDirectory(prefix="bench-adds-") as d:
         tmp = Path(d)
         if a.only in (None, "paths"):

@@ -131,11 +131,14 @@ def assemble(
 ) -> ptr.Pointer:
     """The pointer from the chunk ids (skeleton first), updating the recent-tensor table for new tensors."""
     tensors = []
+    updates: list[tuple[TensorSpan, list[str]]] = []
     for t, first, n in spans:
         chunk_ids = tuple(r[0] for r in results[first : first + n])
         tensors.append(ptr.TensorEntry(t.name, t.dtype, t.shape, t.offset, t.nbytes, chunk_ids))
         if recent is not None and n and any(r[1] for r in results[first : first + n]):
-            recent.set(t.name, t.dtype, t.shape, chunk_bytes, list(chunk_ids))
+            updates.append((t, list(chunk_ids)))
+    if recent is not None:
+        remember(recent, updates, chunk_bytes)
     return ptr.Pointer(
         size=layout.size,
         format=layout.format,
@@ -145,6 +148,36 @@ def assemble(
         skeleton=tuple(r[0] for r in results[:nskel]),
         tensors=tuple(tensors),
     )
+
+
+RECENT_THREADS = 8  # the table is a file per tensor: its writes wait on the file system, not the CPU
+
+
+def remember(recent: RecentTensors, updates: list[tuple[TensorSpan, list[str]]], chunk_bytes: int) -> None:
+    """Record new tensor versions in the recent-tensor table, many files at once (a model of a
+    thousand tensors writes a thousand small files; one after the other they cost seconds on a busy disk)."""
+
+    def one(u: tuple[TensorSpan, list[str]]) -> None:
+        t, ids = u
+        recent.set(t.name, t.dtype, t.shape, chunk_bytes, ids)
+
+    if len(updates) <= 2:
+        for u in updates:
+            one(u)
+        return
+    with ThreadPoolExecutor(max_workers=RECENT_THREADS) as io:
+        list(io.map(one, updates))
+
+
+def synced(store: ChunkStore, pool: ThreadPoolExecutor, then: Callable[[], ptr.Pointer]) -> ptr.Pointer:
+    """``then()`` (the pointer, with its recent-tensor hints: a file per tensor) while the store's
+    new objects are flushed to disk on ``pool``; returns once both are done, so the objects are on
+    disk before git can record the pointer. The two are I/O waits: overlapped, not added up."""
+    flushed = pool.submit(store.sync)
+    try:
+        return then()
+    finally:
+        flushed.result()
 
 
 def _hash_file(read: Callable[[int, int], np.ndarray], size: int, block: int = 8 << 20) -> str:
@@ -217,12 +250,10 @@ def clean(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         file_hash = pool.submit(_hash_file, read, size) if file_id is None else None
         results = list(pool.map(run, jobs))
-        if file_hash is not None:
-            file_id = file_hash.result()
-    assert file_id is not None
-    pointer = assemble(layout, results, len(skel_pieces), spans, file_id, chunk_bytes, recent)
+        fid = file_hash.result() if file_hash is not None else file_id
+        assert fid is not None
+        pointer = synced(store, pool, lambda: assemble(layout, results, len(skel_pieces), spans, fid, chunk_bytes, recent))
     if cdc is not None:
         pointer = replace(pointer, chunk_bytes=cdc[1], cdc=cdc)
     new = sum(1 for r in results if r[1])
-    store.sync()  # the objects are on disk before git can record the pointer
     return CleanResult(pointer, new, len(jobs), detected.note)

@@ -22,6 +22,7 @@ from ..core import pointer as ptr
 from ..errors import CoralError
 from ..git.pointers import pointer_blobs
 from ..git.repo import Repo, run_git
+from ..store.objects import start_writeback
 from ..ui import log
 
 DEFAULT_DIRECT_SIZE = 512 << 20  # docs/scale.md: no slower than through git at 0.5-2 GB, memory bounded
@@ -248,6 +249,8 @@ class _BatchWriter:
                 parts.pop(0)
             if k:
                 parts[0] = parts[0][k:]
+        if self.n:
+            start_writeback(self.fd)  # the disk works while the next chunks decode: the final fsync has less left
         self.n = 0
 
 

@@ -51,7 +51,7 @@ class FreshSpool:
     def file_id(self) -> str:
         return self._hash.hexdigest()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         self._hash.update(data)
 

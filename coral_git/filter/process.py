@@ -5,6 +5,7 @@ stdout carries protocol and file bytes only; every message goes to stderr.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import tempfile
@@ -18,7 +19,6 @@ import xxhash
 from ..core import pointer as ptr
 from ..core.mapped import MappedFile
 from ..errors import CoralError, FormatError, PointerError, StoreError
-from ..git.autogc import maybe_spawn
 from ..git.repo import Repo, find_repo
 from ..git.tracked import TrackedTensors
 from ..store.basechoice import MAX_CANDIDATES
@@ -67,7 +67,7 @@ class Spool:
     def file_id(self) -> str:
         return self._hash.hexdigest()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         self._hash.update(data)
         if self.stream is not None:
@@ -318,8 +318,21 @@ def _report(exc: BaseException, path: str) -> None:
         traceback.print_exception(exc, file=sys.stderr)
 
 
+PIPE_BYTES = 1 << 20  # git's pipes to the filter: the default 64 KiB is one packet, a context switch each
+
+
+def _widen_pipes() -> None:
+    """Let git run up to 1 MiB ahead of the filter (and back) instead of one packet (Linux pipes)."""
+    for f in (sys.stdin, sys.stdout):
+        try:
+            fcntl.fcntl(f.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except (OSError, ValueError, AttributeError):
+            pass  # not a pipe, not Linux, or over the user's pipe quota: the default size works
+
+
 def filter_process(fetcher: FetcherFactory | None = None) -> int:
     """Serve git's long-running filter protocol on stdin/stdout until git closes the pipe."""
+    _widen_pipes()
     rd = PktReader(sys.stdin.buffer)
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but protocol bytes may reach git's pipe
@@ -362,6 +375,8 @@ def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
         except EOFError:
             flt.finish()
             if flt.store.written:  # the session stored objects: maybe time for maintenance
+                from ..git.autogc import maybe_spawn  # here: only sessions that stored objects pay its imports
+
                 maybe_spawn(flt.repo)
             return 0
         meta = dict(item.partition("=")[::2] for item in header)
@@ -377,7 +392,7 @@ def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
         meter = ByteMeter(f"adding {path}") if command == "clean" else None
         failed: OSError | CoralError | None = None
         try:
-            while (pkt := rd.read()) is not None:
+            for pkt in rd.content():
                 if meter is not None:
                     meter.add(len(pkt))
                 if failed is None:

@@ -22,7 +22,7 @@ from ..errors import FormatError
 from ..formats import safetensors
 from ..store.chunkstore import ChunkStore
 from ..store.recent import RecentTensors
-from .clean import Tracked, assemble, store_chunk, tensor_jobs
+from .clean import Tracked, assemble, store_chunk, synced, tensor_jobs
 
 SKELETON_CAP = 64 << 20
 
@@ -118,11 +118,14 @@ class StreamingClean:
             base = prev_skel[i] if i < len(prev_skel) else None
             skel_jobs.append(self.pool.submit(store_chunk, self.store, skel[s:e], 1, base))
         skel_results = [f.result() for f in skel_jobs]
-        self.close()
         assert layout.skeleton_size() == skel.size
         spans = [(t, first + len(skel_results), n) for t, first, n in self.spans]
-        self.store.sync()  # the objects are on disk before git can record the pointer
-        return assemble(layout, skel_results + tensor_results, len(skel_results), spans, file_id, self.chunk_bytes, self.recent)
+        try:
+            return synced(self.store, self.pool, lambda: assemble(
+                layout, skel_results + tensor_results, len(skel_results), spans, file_id, self.chunk_bytes, self.recent
+            ))
+        finally:
+            self.close()
 
     def materialize(self, out: BinaryIO) -> None:
         """Write every byte received so far, in order, to ``out`` (from the store and the kept skeleton)."""

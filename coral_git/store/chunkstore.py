@@ -201,7 +201,7 @@ class ChunkStore:
         return True
 
     def _write(self, cid: str, obj: bytes) -> None:
-        self.loose.write(cid, obj)
+        self.loose.write(cid, obj, writeback=self.fsync)
         self.written += 1  # not exact under threads; only "some" matters
         if self.fsync:
             self._unsynced.append(cid)  # list.append is atomic: clean's worker threads share it
@@ -260,7 +260,7 @@ class ChunkStore:
             for _ in range(self.max_chain + 2):
                 if target is None:
                     return None
-                data = self.read_object_local(target)
+                data = self.read_header_local(target)
                 if data is None:
                     return None
                 hdr = unpack_header(target, data)
@@ -310,6 +310,16 @@ class ChunkStore:
         """The stored bytes of ``cid`` from this machine's sources only (no remote fetch)."""
         for s in self.sources:
             data = s.read(cid)
+            if data is not None:
+                return data
+        return None
+
+    def read_header_local(self, cid: str) -> bytes | None:
+        """The first bytes (at least the header) of ``cid`` from this machine's sources: a base's
+        header is looked at for every new chunk, its payload only when the delta is encoded."""
+        for s in self.sources:
+            read_header = getattr(s, "read_header", None)
+            data = read_header(cid) if read_header is not None else s.read(cid)
             if data is not None:
                 return data
         return None

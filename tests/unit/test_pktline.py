@@ -78,3 +78,45 @@ def test_spool_large_goes_to_a_file_read_back_through_mmap(tmp_path: Path) -> No
         assert s.size == len(data) and s.file_id == xxhash.xxh3_128(data).hexdigest()
     finally:
         s.close()
+
+
+def test_content_joins_packets_into_blocks_up_to_the_flush() -> None:
+    payload = bytes(range(256)) * 1500  # 384000 bytes: six packets, the last one short
+    buf = io.BytesIO()
+    w = PktWriter(buf)
+    w.data(payload)
+    w.flush()
+    w.text("next")
+    w.flush()
+    w.flush()  # empty content
+    r = PktReader(io.BytesIO(buf.getvalue()))
+    blocks = [bytes(b) for b in r.content(block=2 * MAX_DATA + 10)]
+    assert b"".join(blocks) == payload
+    assert [len(b) for b in blocks] == [2 * MAX_DATA, 2 * MAX_DATA, 2 * MAX_DATA - (6 * MAX_DATA - len(payload))]
+    assert r.read_text_list() == ["next"]  # nothing past the flush was consumed
+    assert list(r.content()) == []  # a flush straight away: no content
+    with pytest.raises(EOFError):
+        list(r.content())
+
+
+@pytest.mark.parametrize("raw", [b"0010abc", b"00", b"zzzz", b"0002"])
+def test_content_cut_short_or_broken(raw: bytes) -> None:
+    with pytest.raises((EOFError, PktLineError)):
+        list(PktReader(io.BytesIO(raw)).content())
+
+
+def test_data_on_a_pipe_is_the_same_bytes(tmp_path: Path) -> None:
+    """On a real descriptor the packets go out with writev: the bytes must be exactly those of the
+    packet-by-packet path (a file stands in for git's pipe)."""
+    payload = bytes(range(251)) * 3000  # 753000 bytes: twelve packets, the last one short
+    ref = io.BytesIO()
+    PktWriter(ref).text("status=success")
+    PktWriter(ref).data(payload)
+    PktWriter(ref).data(b"tail")
+    with open(tmp_path / "out", "wb") as f:
+        w = PktWriter(f)
+        w.text("status=success")  # buffered: must go out before the writev'd packets
+        w.data(payload)
+        w.data(b"tail")
+        w.flush()
+    assert (tmp_path / "out").read_bytes() == ref.getvalue() + b"0000"
