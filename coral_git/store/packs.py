@@ -528,7 +528,7 @@ def _rekey(
 
     writing = {it.cid for it in items}
     order = sorted(writing, key=depth)
-    rekey: set[str] = force & writing
+    rekey: set[str] = set(force) & writing
     new_depth: dict[str, int] = dict(hints or {})
     for cid in order:
         b = None if cid in rekey else base_of(cid)
