@@ -3,10 +3,12 @@
 Adds never rewrite what is stored, so an add can only delta a new chunk against an *older* version
 (fanned out from a keyframe). Once history is known, the repacker can do better: for every chunk
 position (given as a *group*: the ids of its reachable versions, newest first) the newest version is
-a keyframe and each older one a delta against whichever of the ``window`` versions placed just
-before it (newer ones, whose depth is below ``depth``) encodes smallest — a keyframe when no delta
-beats one. Any version then decodes in at most ``depth + 1`` steps, and the newest (what the next
-add deltas against, and what is checked out most) in one.
+a keyframe and the older ones hang below it in a spine-and-chains tree (:func:`_parent`): one
+keyframe per position, most deltas between neighbouring versions, no chain deeper than ``depth``.
+The tree's base competes with the nearest newer versions shallow enough to keep the tree's depths
+(``window`` candidates in all; another must encode ``TREE_BONUS`` smaller), and a keyframe is
+written when no delta beats one. Any version then decodes in at most ``depth + 1`` steps, and the
+newest (what the next add deltas against, and what is checked out most) in one.
 
 Cost is bounded: each version is decoded once (a small cache of raw chunks follows the chains), and
 tried against at most ``window`` candidates on sample windows of the chunk (``basechoice``); only the
@@ -25,7 +27,6 @@ encodings form chains without cycles. Groups with a loose copy of any member are
 
 from __future__ import annotations
 
-import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -266,21 +267,23 @@ def _plan_group(
     codec = store.delta_encoder()
     placed: list[tuple[str, int, int]] = []  # (id, depth, raw length), in plan order
     out: dict[str, tuple[bytes, int, bool]] = {}
-    stride = _stride(len(members), max_depth)
     for k, cid in enumerate(members):
         old = header(cid)
         raw = raws.get(cid)
         itemsize = old.itemsize
         cands: list[tuple[str, int]] = []
         if k and max_depth > 0:
-            parent = _parent(k, stride)
+            parent = _parent(k, max_depth)
+            budget = 1 + (k % max_depth if max_depth > 1 else 0)  # the depth the tree gives version k
             pc, pd, pn = placed[parent]
             if pd < max_depth and pn == raw.size:
                 cands.append((pc, pd))
-            for c, d, n in reversed(placed):  # the nearest newer versions that may still take a delta
+            # other newer versions shallow enough that later versions keep the tree's depths
+            # (a revert or a branch can make one of them far cheaper than the tree's base)
+            for c, d, n in reversed(placed):
                 if len(cands) >= window:
                     break
-                if d < max_depth and n == raw.size and c != pc:
+                if d < budget and n == raw.size and c != pc:
                     cands.append((c, d))
         choice: tuple[str, int, bytes | None] | None = None
         if cands:
@@ -327,23 +330,14 @@ def _plan_group(
     return out
 
 
-def _stride(n: int, depth: int) -> int:
-    """The branching of the tree that places ``n`` versions within ``depth`` deltas of the newest."""
-    if depth <= 0 or n <= 1:
-        return 2
-    s = max(2, math.ceil((n - 1) ** (1 / depth) - 1e-9))
-    while s**depth < n:  # float roots can fall one short
-        s += 1
-    return s
-
-
-def _parent(k: int, stride: int) -> int:
-    """Version ``k``'s base in the tree: ``k`` with its lowest non-zero base-``stride`` digit
-    cleared (a Fenwick-like tree: depth = number of non-zero digits, most bases a few versions away)."""
-    unit = 1
-    while (k // unit) % stride == 0:
-        unit *= stride
-    return k - ((k // unit) % stride) * unit
+def _parent(k: int, depth: int) -> int:
+    """Version ``k``'s base in the spine-and-chains tree for chains of at most ``depth`` deltas:
+    every ``depth``-th version is a delta on the newest (the spine, one step), and the versions
+    between hang off it in a chain of one-version steps (the cheapest deltas). One keyframe per
+    position, most deltas between neighbours, depth ``1 + k % depth`` at most ``depth``."""
+    if depth <= 1 or k % depth == 0:
+        return 0
+    return k - 1
 
 
 def _with_run(store, cid: str, run: int) -> bytes:
