@@ -113,7 +113,16 @@ def rebase(
     items: list[PackItem] = []
     n_workers = workers or min(2, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="coral-rebase") if plans else None
-    feeder = _Feeder(pool, [lambda m=m: _plan_group(store, m, header, depth, window) for m in plans], AHEAD * n_workers) if pool else None
+    later = {c for m in plans for c in m[1:]}  # objects the plan turns into deltas
+
+    def steady(cid: str) -> bool:
+        """A base that stays a keyframe: a newest version may keep it as a cross-path base (what an
+        add chose for a file at a new path, e.g. a fine-tune on its base model) — one step, no cycle."""
+        s = inv.get(cid)
+        return s is not None and bool(s.packed) and cid not in later and header(cid).base is None
+
+    feeder = _Feeder(pool, [lambda m=m: _plan_group(store, m, header, depth, window, steady) for m in plans],
+                     AHEAD * n_workers) if pool else None
     for gi, members in enumerate(plans):
         for cid in members:
             items.append(PackItem(cid, int(inv[cid].mtime), (lambda gi=gi, cid=cid: feeder.get(gi, cid))))  # type: ignore[union-attr]
@@ -177,14 +186,16 @@ def plans_ids(plans: list[list[str]]) -> list[str]:
 
 
 def _in_shape(members: list[str], header: Callable[[str], ObjectHeader], depth: int) -> bool:
-    """True when a group already is what re-choosing makes of it: newest a keyframe, every base a
-    member, every chain within ``depth``."""
+    """True when a group already is what re-choosing makes of it: newest a keyframe, every other
+    version a delta on a member, every chain within ``depth``."""
     inside = set(members)
     if header(members[0]).base is not None:
         return False
     for cid in members[1:]:
         h = header(cid)
-        if h.base is not None and (h.base not in inside or h.run > depth):
+        # a keyframe below the newest is re-chosen too: gc makes one of a version whose base was
+        # discarded (a deleted branch), and a delta on a neighbour usually beats it
+        if h.base is None or h.base not in inside or h.run > depth:
             return False
     return True
 
@@ -260,7 +271,8 @@ class _Raws:
 
 
 def _plan_group(
-    store, members: list[str], header: Callable[[str], ObjectHeader], max_depth: int, window: int
+    store, members: list[str], header: Callable[[str], ObjectHeader], max_depth: int, window: int,
+    steady: Callable[[str], bool] = lambda c: False,
 ) -> dict[str, tuple[bytes, int, bool]]:
     """``{id: (object bytes, new depth, encoded anew)}`` for one group, newest first."""
     raws = _Raws(store, keep=window + 4)
@@ -286,7 +298,9 @@ def _plan_group(
                 if d < budget and n == raw.size and c != pc:
                     cands.append((c, d))
         choice: tuple[str, int, bytes | None] | None = None
-        if cands:
+        if k == 0 and max_depth > 0 and old.base is not None and old.base not in members and steady(old.base):
+            choice = (old.base, 1, None)  # keeps the base another path's version gave it
+        elif cands:
             windows = sample_windows(raw.size, itemsize)
             whole = windows == [(0, raw.size)]
             best: tuple[float, int, str, bytes | None] | None = None

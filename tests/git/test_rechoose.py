@@ -141,3 +141,24 @@ def test_kill_inside_reencoding_leaves_every_version_readable(repo: Path) -> Non
     coral(repo, "repack")
     assert max(depths(repo).values()) <= 2
     check(repo, expected)
+
+
+def test_new_path_keeps_its_cross_path_base(repo: Path) -> None:
+    """A file added at a new path was delta-encoded on another path's version (basechoice); the
+    repacker keeps that base for its newest version instead of making it a keyframe."""
+    history(repo, n=1, depth=3)
+    save_safetensors(repo / "ft.safetensors", perturb(STATES[0], 999, scale=1e-3))
+    git(repo, "add", "ft.safetensors")
+    git(repo, "commit", "-qm", "fine-tune at a new path")
+    ft = hashlib.sha256((repo / "ft.safetensors").read_bytes()).hexdigest()
+    coral(repo, "repack", "--keep-bases")
+    before = stored(repo)
+    coral(repo, "gc", "--prune=now")
+    assert stored(repo) <= before
+    text = git(repo, "cat-file", "blob", "HEAD:ft.safetensors")
+    ids = [c for line in text.splitlines() if line.startswith("tensor") for c in line.split()[-1].split(",")]
+    assert max(depths(repo)[c] for c in ids) == 1
+    (repo / "ft.safetensors").unlink()
+    git(repo, "checkout", "-q", "HEAD", "--", "ft.safetensors")
+    assert hashlib.sha256((repo / "ft.safetensors").read_bytes()).hexdigest() == ft
+    assert coral(repo, "fsck", "--full", check=False).returncode == 0
