@@ -53,7 +53,7 @@ def _report_gc(res, dry_run: bool, prefix: str = "gc") -> None:
            f"store {res.files_before} → {res.files_after} files, {human_bytes(res.bytes_before)} → {human_bytes(res.bytes_after)}")
     if res.repack and res.repack.packed:
         msg += f"; packed {res.repack.packed} object(s)"
-    if res.rechosen and res.rechosen.rechosen:
+    if res.rechosen and res.rechosen.reencoded:
         msg += "; " + _rechosen_text(res.rechosen)
     if res.tmp_removed:
         msg += f"; removed {res.tmp_removed} stale temp file(s)"
@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
         print(f"repack: {res.packed} object(s) into {res.packs_written} pack(s), removed {res.loose_removed} "
               f"loose file(s) and {res.packs_removed} old pack(s)"
               + (f", re-encoded {res.rekeyed} as keyframes" if res.rekeyed else "")
-              + (f"; {_rechosen_text(rechosen)}" if rechosen and rechosen.rechosen else ""), file=sys.stderr)
+              + (f"; {_rechosen_text(rechosen)}" if rechosen and rechosen.reencoded else ""), file=sys.stderr)
 
     @app.command()
     def fsck(
