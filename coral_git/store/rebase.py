@@ -42,7 +42,7 @@ from .packs import PackItem, _pack_reader, _rekey, attach, inventory, write_pack
 
 DEFAULT_WINDOW = 4  # candidates tried per version (git's --window is 10; chunk positions are far smaller)
 TREE_BONUS = 1.03  # a base other than the tree's must encode this much smaller to be taken
-AHEAD = 4  # groups encoded ahead of the pack writer, per worker
+AHEAD = 2  # groups encoded ahead of the pack writer, per worker (memory: a few groups of encoded versions)
 
 
 @dataclass
