@@ -53,9 +53,18 @@ def _report_gc(res, dry_run: bool, prefix: str = "gc") -> None:
            f"store {res.files_before} → {res.files_after} files, {human_bytes(res.bytes_before)} → {human_bytes(res.bytes_after)}")
     if res.repack and res.repack.packed:
         msg += f"; packed {res.repack.packed} object(s)"
+    if res.rechosen and res.rechosen.reencoded:
+        msg += "; " + _rechosen_text(res.rechosen)
     if res.tmp_removed:
         msg += f"; removed {res.tmp_removed} stale temp file(s)"
     print(msg, file=sys.stderr)
+    if res.rechoose_skipped:
+        print(f"warning: {res.rechoose_skipped}; bases were left as they were", file=sys.stderr)
+
+
+def _rechosen_text(r) -> str:
+    return (f"re-chose delta bases of {r.rechosen} chunk position(s) ({r.reencoded} object(s) re-encoded, "
+            f"{r.keyframes} keyframe(s), longest chain {r.max_depth})")
 
 
 def _auto_gc(repo, expire: float, dry_run: bool, pack: bool) -> None:
@@ -80,7 +89,7 @@ def _auto_gc(repo, expire: float, dry_run: bool, pack: bool) -> None:
             return
         for _ in range(autogc.MAX_ROUNDS):  # adds that ran meanwhile started no gc (this one held the lock)
             print(f"gc --auto: {why}", file=sys.stderr)
-            res = gc(repo, expire=expire, dry_run=dry_run, pack=pack)
+            res = gc(repo, expire=expire, dry_run=dry_run, pack=pack, rechoose="auto")
             _report_gc(res, dry_run, "gc --auto")
             needed, why = autogc.check(repo)
             if dry_run or not needed:
@@ -119,9 +128,12 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def repack(
         full: Annotated[bool, typer.Option("--all", "-a", help="Rewrite every pack into new ones, not only loose objects.")] = False,
-        max_chain: Annotated[int | None, typer.Option("--max-chain", help="Re-encode objects deeper than this as keyframes (default: coral.maxChain).")] = None,
+        max_chain: Annotated[int | None, typer.Option("--max-chain", help="Longest delta chain: any version decodes in at most this many steps + 1 (default: coral.maxChain).")] = None,
+        force: Annotated[bool, typer.Option("--force", "-f", help="Re-choose the bases of every chunk position, also those already in shape.")] = False,
+        keep_bases: Annotated[bool, typer.Option("--keep-bases", help="Only gather objects into packs; keep every delta base (no history walk).")] = False,
+        window: Annotated[int, typer.Option("--window", help="Versions of a chunk position tried as its base.")] = 4,
     ) -> None:
-        """Gather loose objects into pack files (nothing is deleted that is still needed)."""
+        """Gather loose objects into packs and re-choose delta bases over the reachable versions of each chunk."""
         from ..git.repo import find_repo
         from ..store import packs
 
@@ -129,12 +141,28 @@ def register(app: typer.Typer) -> None:
         store = repo.store
         if max_chain is not None and max_chain < 0:
             raise UsageError("--max-chain must be 0 or more")
-        with _progress() as progress, store.lock():
-            res = packs.repack(store, full=full, max_chain=store.max_chain if max_chain is None else max_chain,
-                               on_item=lambda k, n: progress("packing", k, n))
+        if window < 1:
+            raise UsageError("--window must be 1 or more")
+        depth = store.max_chain if max_chain is None else max_chain
+        with _progress() as progress:
+            walked = None
+            if not keep_bases:
+                from ..git import reachability
+
+                walked = reachability.walk(repo.common_dir, progress)
+            with store.lock():
+                res = packs.repack(store, full=full and keep_bases, max_chain=depth,
+                                   on_item=lambda k, n: progress("packing", k, n))
+                rechosen = None
+                if walked is not None:
+                    from ..maintenance.rebase import rechoose
+
+                    rechosen = rechoose(store, walked[0], walked[1], depth=depth, window=window, force=force,
+                                        progress=progress)
         print(f"repack: {res.packed} object(s) into {res.packs_written} pack(s), removed {res.loose_removed} "
               f"loose file(s) and {res.packs_removed} old pack(s)"
-              + (f", re-encoded {res.rekeyed} as keyframes" if res.rekeyed else ""), file=sys.stderr)
+              + (f", re-encoded {res.rekeyed} as keyframes" if res.rekeyed else "")
+              + (f"; {_rechosen_text(rechosen)}" if rechosen and rechosen.reencoded else ""), file=sys.stderr)
 
     @app.command()
     def fsck(

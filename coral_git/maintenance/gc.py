@@ -24,6 +24,8 @@ from ..git.repo import Repo, git_value
 from ..store import packs
 from ..store.chunkstore import forget_freshened, freshened
 from ..store.objects import HEADER_SIZE, unpack_header
+from ..store.rebase import RebaseResult
+from . import rebase as rechoosing
 
 DEFAULT_EXPIRE = "2.weeks.ago"
 TMP_AGE = 3600.0
@@ -82,6 +84,8 @@ class GcResult:
     repack: packs.RepackResult | None = None
     tmp_removed: int = 0
     rebased: int = 0  # reachable objects re-encoded because their delta base was discarded
+    rechosen: RebaseResult | None = None  # bases re-chosen over the reachable versions (repacker)
+    rechoose_skipped: str = ""  # why bases were not re-chosen although asked
     broken_pointers: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -164,9 +168,13 @@ def gc(
     dry_run: bool = False,
     pack: bool = True,
     progress: Progress | None = None,
+    rechoose: str = "yes",
 ) -> GcResult:
-    """Mark and sweep the store of ``repo``; objects older than ``expire`` (unix time) may go."""
-    reach = reachability.reachable(repo.common_dir, progress)
+    """Mark and sweep the store of ``repo``; objects older than ``expire`` (unix time) may go.
+
+    With ``pack``, bases are then re-chosen over the reachable versions (``rechoose``: "yes",
+    "auto" — only when :func:`rebase.auto_worth_it` — or "no"), after the loose objects are packed."""
+    reach, files, _ = reachability.walk(repo.common_dir, progress)
     if reach.missing:
         raise StoreError(
             f"git object {reach.missing[0]} is missing, so gc cannot know which chunks it needs; "
@@ -197,6 +205,7 @@ def gc(
             res.files_after, res.bytes_after = res.files_before, res.bytes_before
             return res
         on_item = (lambda k, n: progress("packing", k, n)) if progress else None
+        rechoose_now = pack and (rechoose == "yes" or (rechoose == "auto" and rechoosing.auto_worth_it(store)))
         # before packing needs any space (a nearly full disk); the chains of objects to re-encode stay
         # until they are re-encoded
         freed = drop_loose(store, inv, garbage - chains_of(store, rebase))
@@ -211,6 +220,13 @@ def gc(
                 f"gc removed {freed} unreferenced loose object(s) but packing needs more free space "
                 f"({exc.strerror}); free space and run gc again, or use 'git coral gc --no-pack'"
             ) from None
+        if rechoose_now:
+            try:
+                res.rechosen = rechoosing.rechoose(store, reach, files, progress=progress)
+            except OSError as exc:  # the new packs could not be written: the old ones are all still there
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                res.rechoose_skipped = f"re-choosing bases needs more free space ({exc.strerror})"
         forget_freshened(store, expire)
         res.objects_after = len(inv) - len(garbage)
         res.files_after, res.bytes_after = packs.store_files(store, src)

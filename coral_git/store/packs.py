@@ -495,8 +495,11 @@ def _unlink_if_same(path: str, st: os.stat_result) -> bool:
     return True
 
 
-def _rekey(store, items: list[PackItem], max_chain: int, force: set[str] = frozenset()) -> tuple[list[PackItem], int]:  # type: ignore[assignment]
-    """Re-encode as keyframes the written objects in ``force`` and those whose delta chain would exceed ``max_chain``."""
+def _rekey(
+    store, items: list[PackItem], max_chain: int, force: set[str] = frozenset(), hints: dict[str, int] | None = None  # type: ignore[assignment]
+) -> tuple[list[PackItem], int]:
+    """Re-encode as keyframes the written objects in ``force`` and those whose delta chain would exceed
+    ``max_chain``. ``hints``: new depths (or bounds) of objects written elsewhere (re-chosen bases)."""
     from .objects import ObjectHeader, unpack_header
 
     bases: dict[str, str | None] = {}
@@ -525,8 +528,8 @@ def _rekey(store, items: list[PackItem], max_chain: int, force: set[str] = froze
 
     writing = {it.cid for it in items}
     order = sorted(writing, key=depth)
-    rekey: set[str] = force & writing
-    new_depth: dict[str, int] = {}
+    rekey: set[str] = set(force) & writing
+    new_depth: dict[str, int] = dict(hints or {})
     for cid in order:
         b = None if cid in rekey else base_of(cid)
         d = 0 if b is None else new_depth.get(b, depth(b)) + 1

@@ -98,9 +98,9 @@ def test_cli_json_and_text(repo: Path) -> None:
     s = stats(find_repo(repo))
     assert data["logical_bytes"] == s.logical_bytes and data["lfs_bytes"] == s.lfs_bytes
     assert data["ratio"] == round(s.ratio, 4)
-    coral(repo, "gc")  # packs everything; what history needs costs the same bytes
+    coral(repo, "gc")  # packs everything and re-chooses bases (newest versions keyframes): never more bytes here
     after = json.loads(coral(repo, "stats", "--json", "--by", "commit").stdout)
-    assert after["stored_bytes"] == s.stored_bytes and after["disk_files"] == 1 and after["packs"] == 1
+    assert after["stored_bytes"] <= s.stored_bytes and after["disk_files"] == 1 and after["packs"] == 1
     assert len(after["rows"]) == 3
     text = coral(repo, "stats", "--by", "file").stdout.decode()
     assert "git-lfs would store" in text and "a.safetensors" in text
