@@ -29,7 +29,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "helpers"))
 import bench_core as bc  # noqa: E402
 from lfs_range_server import RangeServer  # noqa: E402
 from lfs_server import LfsServer  # noqa: E402

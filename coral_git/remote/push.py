@@ -177,15 +177,23 @@ def _upload(remote: RemoteStore, objs: dict[str, bytes]) -> None:
         list(pool.map(lambda kv: remote.upload(*kv), objs.items()))
 
 
-def needed_chunks(cwd: Path, rev_args: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Chunk ids named by pointers in the commits ``rev_args`` selects, and a path naming each."""
+def needed_chunks(
+    cwd: Path, rev_args: list[str], ranks: dict[str, tuple[int, int]] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Chunk ids named by pointers in the commits ``rev_args`` selects, and a path naming each.
+
+    ``ranks`` (filled when given): per chunk, the file version that names it (oldest first: rev-list
+    lists newest first) and its place there — how a packing remote groups objects (packorder.py).
+    """
     ids: list[str] = []
     where: dict[str, str] = {}
-    for path, p in history_pointers(cwd, rev_args):
-        for c in sorted(p.chunk_ids()):
+    for n, (path, p) in enumerate(history_pointers(cwd, rev_args)):
+        for i, c in enumerate(sorted(p.chunk_ids())):
             if c not in where:
                 where[c] = path
                 ids.append(c)
+            if ranks is not None:
+                ranks[c] = (-n, i)  # the oldest version naming it wins
     return ids, where
 
 
@@ -219,10 +227,13 @@ def pre_push(args: list[str], stdin: str) -> int:
                 excludes.append(parts[3])
         if not tips:
             return 0
-        ids, where = needed_chunks(cwd, [*tips, "--not", *excludes])
+        ranks: dict[str, tuple[int, int]] = {}
+        ids, where = needed_chunks(cwd, [*tips, "--not", *excludes], ranks)
         if not ids:
             return 0
         remote = resolve(repo, name, url)
+        if hasattr(remote, "order_hint"):
+            remote.order_hint(ranks)  # packs hold one version's objects together (packorder.py)
         stats = push_chunks(repo.store, remote, ids, where=where, **push_options(repo))
         if stats.uploaded:
             print(f"coral: {stats.line(remote)}", file=sys.stderr)

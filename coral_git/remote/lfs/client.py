@@ -116,7 +116,8 @@ class LfsClient:
         self.concurrency = concurrency or _concurrency(self.config)
         self.verify_tls = _tls_verify(self.config, endpoint.url)
         self.range_supported: bool | None = None  # learnt from the first ranged read
-        self.stats = {"requests": 0, "retries": 0, "bytes_up": 0, "bytes_down": 0}
+        self.stats = {"requests": 0, "retries": 0, "bytes_up": 0, "bytes_down": 0, "puts": 0, "puts_saved": 0}
+        self._put_once = False  # a first PUT went out (upload: the first one goes alone)
         self._local = threading.local()
         self._auth_lock = threading.Lock()
         self._cred: credentials.Credential | None = None
@@ -184,11 +185,18 @@ class LfsClient:
         body: Callable[[], object] | None = None,
         stream: bool = False,
         what: str = "request",
-    ) -> requests.Response:
-        """One HTTP exchange with retries (connection errors, 5xx, 429) and the 401 credential dance."""
+        settled: Callable[[], bool] | None = None,
+    ) -> requests.Response | None:
+        """One HTTP exchange with retries (connection errors, 5xx, 429) and the 401 credential dance.
+
+        ``settled``: asked before a retry; True means the exchange is no longer needed (an upload
+        the server got after all, though the answer was lost): None is returned, nothing re-sent.
+        """
         attempt = 0
         auth_tries = 0
         while True:
+            if attempt and settled is not None and settled():
+                return None
             data = body() if body else None
             try:
                 self._count("requests")
@@ -321,15 +329,28 @@ class LfsClient:
             actions = resp.get("actions") or {}
             if "upload" in actions:
                 todo.append((obj, path, _action(actions["upload"]), _action(actions["verify"]) if "verify" in actions else None))
+        todo.sort(key=lambda t: t[0].size)
+        sent = [t[0].oid for t in todo]
+        if len(todo) > 1 and not self._put_once:
+            # the first PUT of a client goes alone, and the smallest: a server that fails or refuses
+            # (credentials, quota, a storage folder created by two requests at once — giftless's local
+            # storage answers 500 to one of them) costs a small body, not a 64 MiB pack sent twice
+            self._put(*todo.pop(0), progress)
         self._parallel(lambda t: self._put(*t, progress), todo)
-        return [t[0].oid for t in todo]
+        return sent
 
     def _put(self, obj: LfsObject, path: Path, up: Action, verify: Action | None, progress: Progress | None) -> None:
         size = os.path.getsize(path)
         if size != obj.size:
             raise LfsError(f"internal error: {path} has {size} bytes, not the {obj.size} announced for {obj.oid}")
         headers = {"Content-Type": "application/octet-stream", **up.headers}
-        resp = self._request("PUT", up.href, headers, body=lambda: _FileBody(path, size, progress), what=f"upload of {obj.oid[:12]}")
+        self._put_once = True
+        resp = self._request("PUT", up.href, headers, body=lambda: _FileBody(path, size, progress),
+                             what=f"upload of {obj.oid[:12]}", settled=lambda: self._stored(obj))
+        if resp is None:
+            self._count("puts_saved")
+            return  # the server holds it already: the failed attempt did arrive
+        self._count("puts")
         with resp:
             if not 200 <= resp.status_code < 300:
                 raise LfsError(f"{self._where} answered {resp.status_code} to the upload of object {obj.oid}: {_message(resp)}")
@@ -342,6 +363,14 @@ class LfsClient:
             with resp:
                 if not 200 <= resp.status_code < 300:
                     raise LfsError(f"{self._where} could not verify object {obj.oid} after upload ({resp.status_code}); retry the push")
+
+    def _stored(self, obj: LfsObject) -> bool:
+        """Before a PUT is sent again: whether the server has the object after all (a timeout or a
+        dropped connection after the whole body went through). Unknown counts as no."""
+        try:
+            return obj.oid in self.has([obj])
+        except LfsError:
+            return False
 
     # -- download -----------------------------------------------------------------------------
     def download_actions(self, objects: list[LfsObject]) -> dict[str, Action]:
