@@ -139,7 +139,7 @@ def ensure_hooks(repo: Repo) -> list[str]:
     their hooks, and a clone without the pre-push hook pushes commits whose chunks never reach the
     remote. Cheap when they are there (four small reads, no subprocess). Never overwrites: a hook of
     another tool is kept as ``<name>.pre-coral`` and chained, as ``init`` does; when that name is
-    taken the hook is left alone. Nothing is installed in a bare repository, with
+    taken by another hook than this one, the hook is left alone. Nothing is installed in a bare repository, with
     ``coral.autoHooks=false``, or when ``core.hooksPath`` is set: such a folder is shared between
     repositories or committed with one (husky, pre-commit), so it is the user's to change (``git
     coral init`` installs there on request); a one-line notice says so, once per repository.
@@ -169,12 +169,15 @@ def ensure_hooks(repo: Repo) -> list[str]:
             if state:
                 continue
             kept = hooks_dir / f"{name}.pre-coral"
-            if state is False and kept.exists():
+            # the same hook as the one kept (e.g. 'git lfs install --force' wrote its hook again over
+            # coral's): the chain already runs it, so coral's goes back; another one is left alone
+            same = state is False and kept.exists() and kept.read_bytes() == hook.read_bytes()
+            if state is False and kept.exists() and not same:
                 continue
             tmp = hooks_dir / f".{name}.coral-{os.getpid()}"
             tmp.write_text(hook_script(name))
             tmp.chmod(0o755)
-            if state is False:
+            if state is False and not same:
                 os.rename(hook, kept)
                 done.append(f"hook {name}: the existing hook is kept as {kept.name} and runs first")
             os.replace(tmp, hook)

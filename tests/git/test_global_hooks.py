@@ -72,6 +72,15 @@ def test_clone_of_a_global_install_pushes_chunks_and_clones_back(tmp_path: Path)
     before = {n: (hooks / n).stat().st_mtime_ns for n in HOOKS}
     git(work, "add", "--renormalize", ".")
     assert {n: (hooks / n).stat().st_mtime_ns for n in HOOKS} == before
+    # the chained tool writes its hook again over coral's ('git lfs install --force'): the next
+    # filter run puts coral's back (the chain already runs that hook); a third hook is left alone
+    other = "#!/bin/sh\nexit 0\n"
+    (hooks / "pre-push").write_text(FOREIGN)
+    git(work, "add", "--renormalize", ".")
+    assert HOOK_MARK in (hooks / "pre-push").read_text() and (hooks / "pre-push.pre-coral").read_text() == FOREIGN
+    (hooks / "pre-push").write_text(other)
+    git(work, "add", "--renormalize", ".")
+    assert (hooks / "pre-push").read_text() == other and (hooks / "pre-push.pre-coral").read_text() == FOREIGN
 
 
 def test_hooks_path_and_opt_out_are_left_alone(tmp_path: Path) -> None:
