@@ -1,9 +1,9 @@
 """A chunk store on a Git LFS server: stored objects travel in wire packs, located through ``refs/coral/index``.
 
-Push: objects handed to ``upload_many`` are spooled to a temp file. Given the file version of each
-object (``order_hint``, from the pre-push step), up to ``ORDER_WINDOW`` packs' worth is held back
-and cut into packs of up to ``DEFAULT_PACK_BYTES`` one file version after another, oldest first
-(packorder.py: a checkout where Range is ignored downloads only its own packs); without a hint,
+Push: objects handed to ``upload_many`` are spooled to a temp file. Given the file versions that
+name each chunk (``order_hint``, from the pre-push step), up to ``ORDER_WINDOW`` packs' worth is held
+back and cut into packs of up to ``DEFAULT_PACK_BYTES`` that hold what the same versions need
+(packorder.py: a checkout where Range is ignored downloads little but its own); without a hint,
 packs are cut in arrival order as soon as one is full. Packs and their wire indexes go up as LFS
 objects, ``UPLOAD_PACKS`` at a time. ``flush`` uploads the rest, then pushes a commit listing the
 new packs on ``refs/coral/index`` (indexref.py). Until that ref moves nothing new is visible, and a
@@ -28,12 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import RemoteError, StoreError
+from ..store.objects import unpack_header
 from . import indexref
 from .base import RemoteStore
 from .lfs import LfsClient, LfsError, LfsObject
 from .lfs import resolve as resolve_endpoint
 from .lfs.gitconfig import GitConfig
-from .packorder import Rank, plan_packs
+from .packorder import plan_packs
 from .wirepack import DEFAULT_PACK_BYTES, WireEntry, WireIndex, WireItem, build_packs, parse_index, read_object
 
 MERGE_GAP = 64 << 10  # ranged reads of one pack closer than this are merged into one request (<=6% extra bytes per ~1 MiB object)
@@ -64,7 +65,8 @@ class LfsRemote(RemoteStore):
         self._spool_file = None
         self._spool_size = 0
         self._pushed: list[indexref.PackRef] = []
-        self._ranks: dict[str, Rank] = {}
+        self._named_by: dict[str, list[int]] = {}
+        self._bases: dict[str, str | None] = {}
         self._tip: str | None = None
         self._cached: dict[str, tuple] = {}  # cid -> (file, offset, length) read ahead by prefetch
         self._cache_files: list = []
@@ -257,18 +259,19 @@ class LfsRemote(RemoteStore):
     def upload(self, cid: str, data: bytes) -> None:
         self.upload_many({cid: data})
 
-    def order_hint(self, ranks: dict[str, Rank]) -> None:
-        """The file version of each object the push will hand over (packorder.py): packs are then
-        cut version by version, oldest first, instead of in the order the objects arrive."""
-        self._ranks = ranks
+    def order_hint(self, named_by: dict[str, list[int]]) -> None:
+        """Per chunk, the file versions of the push that name it (packorder.py): packs then hold what
+        the same versions need, instead of the objects in the order they arrive."""
+        self._named_by = named_by
 
     def upload_many(self, objs: dict[str, bytes]) -> None:
         """Queue objects for the next packs (sent once enough is queued); ``flush`` publishes them."""
-        window = self.pack_bytes * (ORDER_WINDOW if self._ranks else 1)
+        window = self.pack_bytes * (ORDER_WINDOW if self._named_by else 1)
         for cid, data in objs.items():
             if self._pending and self._pending_bytes + len(data) > window:
                 self._send_pending()
             self._pending.append(self._spool(cid, data))
+            self._bases[cid] = unpack_header(cid, data).base
             self._pending_bytes += len(data)
 
     def _spool(self, cid: str, data: bytes) -> WireItem:
@@ -292,7 +295,7 @@ class LfsRemote(RemoteStore):
         if not self._pending:
             return
         out = self.workdir() / "packs"
-        plan = plan_packs(self._pending, self._ranks, self.pack_bytes)
+        plan = plan_packs(self._pending, self._named_by, self._bases, self.pack_bytes)
         idx_dir = self.cache / "idx"
         idx_dir.mkdir(parents=True, exist_ok=True)
         for i in range(0, len(plan), UPLOAD_PACKS):
