@@ -29,7 +29,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "helpers"))
 import bench_core as bc  # noqa: E402
 from lfs_range_server import RangeServer  # noqa: E402
 from lfs_server import LfsServer  # noqa: E402
@@ -82,6 +82,13 @@ def giftless_requests(server: LfsServer) -> int:
     return len(re.findall(r'"(?:GET|PUT|POST|HEAD) [^"]* HTTP/1\.[01]" \d{3}', server.log_tail(1 << 30)))
 
 
+def giftless_puts(server: LfsServer) -> tuple[int, int, int]:
+    """(PUTs, PUTs of an oid already PUT before, answers >= 500) in giftless's log so far."""
+    log = server.log_tail(1 << 30)
+    oids = re.findall(r'"PUT /[^ "]*/([0-9a-f]{64}) HTTP/1\.[01]" \d{3}', log)
+    return len(oids), len(oids) - len(set(oids)), len(re.findall(r'HTTP/1\.[01]" 5\d\d', log))
+
+
 class Meter:
     def __init__(self, server: LfsServer, proxy: CountingProxy) -> None:
         self.server, self.proxy = server, proxy
@@ -110,8 +117,10 @@ def run_tool(kind: str, work: Path, versions: list[bc.Version], meter: Meter, ur
     res: dict[str, Any] = {}
     bc.log(f"{kind}: push")
     before = meter.snap()
+    puts0 = giftless_puts(meter.server)
     res["push_s"] = bc.git(src, "push", "-q", "origin", "HEAD:main").seconds
     res["push"] = meter.diff(before)
+    res["puts"] = tuple(a - b for a, b in zip(giftless_puts(meter.server), puts0, strict=True))
     bc.log(f"{kind}: clone")
     clone = work / f"{kind}-clone"
     before = meter.snap()
@@ -177,6 +186,8 @@ def render(res: dict[str, Any], title: str, file_bytes: int) -> str:
             f"| coral-git, Range-honouring server | – | – | – | – | {c['rclone']['down'] / MB:.1f} | {c['rclone']['requests']} | "
             f"{c['rclone_s']:.1f} | {c['rold']['down'] / MB:.1f} | {c['rold']['requests']} | {c['rold_s']:.1f} |")
     lfs = res["lfs"]
+    out += ["", "PUTs during the push (all, of an oid already sent, server answers >= 500): "
+            + ", ".join(f"{k} {res[k]['puts']}" for k in ("coral", "lfs"))]
     out += ["", "ratios coral/git-lfs: "
             f"stored {c['push']['stored'] / lfs['push']['stored']:.2f}x, push wire {c['push']['up'] / lfs['push']['up']:.2f}x, "
             f"clone bytes {c['clone']['down'] / lfs['clone']['down']:.2f}x, clone time {c['clone_s'] / lfs['clone_s']:.2f}x, "

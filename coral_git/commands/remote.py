@@ -86,8 +86,11 @@ def register(app: typer.Typer) -> None:
         repo = _repo()
         name = _remote_name(repo, remote, "coral.pushRemote")
         cwd = repo.worktree or repo.git_dir
-        ids, where = needed_chunks(cwd, ["--all"] if all_ else ["HEAD"])
+        named_by: dict[str, list[int]] = {}
+        ids, where = needed_chunks(cwd, ["--all"] if all_ else ["HEAD"], named_by)
         store = resolve(repo, name)
+        if hasattr(store, "order_hint"):
+            store.order_hint(named_by)  # packs hold what the same versions need (remote/packorder.py)
         if dry_run:
             from ..adopt.pushplan import plan
             from ..ui import human_bytes

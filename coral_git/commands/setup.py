@@ -59,6 +59,9 @@ def register(app: typer.Typer) -> None:
                 raise UsageError("--chunk-size is a setting of one repository (its .coralconfig); run it without --global")
             for line in install.configure("--global"):
                 print(line, file=sys.stderr)
+            print("  hooks: each repository gets coral's hooks (pre-push uploads chunks) from its first filter run, "
+                  "or from 'git coral init' there; not where core.hooksPath is set (run 'git coral init' there)",
+                  file=sys.stderr)
             return
         repo = find_repo()
         if repo.worktree is None:

@@ -19,6 +19,7 @@ import xxhash
 from ..core import pointer as ptr
 from ..core.mapped import MappedFile
 from ..errors import CoralError, FormatError, PointerError, StoreError
+from ..git.install import ensure_hooks
 from ..git.repo import Repo, find_repo
 from ..git.tracked import TrackedTensors
 from ..store.basechoice import MAX_CANDIDATES
@@ -39,7 +40,15 @@ SPOOL_IN_MEMORY = 8 << 20
 FetcherFactory = Callable[[Repo], Callable[[list[str]], None]]
 
 
-
+def _ensure_hooks(repo: Repo) -> None:
+    """Hooks for a repository that only a global ``git coral init --global`` set up (git/install.py).
+    A hook that cannot be written never fails a filter run."""
+    try:
+        for line in ensure_hooks(repo):
+            log(line)
+    except Exception as exc:  # a read-only hooks folder, a full disk: the filter goes on
+        if os.environ.get("CORAL_DEBUG"):
+            log(f"could not install coral's hooks: {exc}")
 
 
 class Spool:
@@ -355,6 +364,7 @@ def filter_process(fetcher: FetcherFactory | None = None) -> int:
             wr.text(f"capability={cap}")
     wr.flush()
     flt = Filter(find_repo(), fetcher)
+    _ensure_hooks(flt.repo)
     delayed = None
     if delay:
         from .delayed import DEFAULT_FILES, DelayedSmudges
@@ -513,6 +523,7 @@ def single(command: str, path: str, fetcher: FetcherFactory | None = None) -> in
     out = sys.stdout.buffer
     sys.stdout = sys.stderr
     flt = Filter(find_repo(), fetcher)
+    _ensure_hooks(flt.repo)
     spool = flt.spool(command, path)
     try:
         while chunk := sys.stdin.buffer.read(1 << 20):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import stat
@@ -115,6 +116,71 @@ def install_hooks(repo: Repo) -> list[str]:
         hook.write_text(hook_script(name))
         hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         done.append(f"{name}: installed")
+    return done
+
+
+HOOKS_SKIPPED = "hooks-skipped"  # in the store: the core.hooksPath notice was given once
+
+
+def _ours(hook: Path) -> bool | None:
+    """True for a coral hook, False for another tool's, None when there is none."""
+    try:
+        with open(hook, "rb") as f:
+            return HOOK_MARK.encode() in f.read(4096)
+    except FileNotFoundError:
+        return None
+
+
+def ensure_hooks(repo: Repo) -> list[str]:
+    """Install the coral hooks a repository lacks; called by every filter run, like git-lfs's
+    ``filter-process`` does (``lfs.InstallHooks(false)``).
+
+    Why: ``git coral init --global`` configures the filter for every repository but cannot reach
+    their hooks, and a clone without the pre-push hook pushes commits whose chunks never reach the
+    remote. Cheap when they are there (four small reads, no subprocess). Never overwrites: a hook of
+    another tool is kept as ``<name>.pre-coral`` and chained, as ``init`` does; when that name is
+    taken by another hook than this one, the hook is left alone. Nothing is installed in a bare repository, with
+    ``coral.autoHooks=false``, or when ``core.hooksPath`` is set: such a folder is shared between
+    repositories or committed with one (husky, pre-commit), so it is the user's to change (``git
+    coral init`` installs there on request); a one-line notice says so, once per repository.
+    Returns lines for stderr (empty when nothing worth saying happened).
+    """
+    if repo.worktree is None or not repo.setting_bool("coral.autoHooks", True):
+        return []
+    if repo.config.get("core.hookspath"):
+        marker = repo.store_root / HOOKS_SKIPPED
+        if marker.exists():
+            return []
+        repo.store_root.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        return [f"core.hooksPath is set ({repo.config['core.hookspath']}), so coral installs no hooks there by "
+                "itself: run 'git coral init' in this repository, or 'git push' will not upload model chunks"]
+    hooks_dir = repo.common_dir / "hooks"
+    if all(_ours(hooks_dir / name) for name in HOOKS):
+        return []
+    hooks_dir.mkdir(parents=True, exist_ok=True)
+    repo.store_root.mkdir(parents=True, exist_ok=True)
+    done = []
+    with open(repo.store_root / "hooks.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent filter runs (several worktrees): one installs
+        for name in HOOKS:
+            hook = hooks_dir / name
+            state = _ours(hook)
+            if state:
+                continue
+            kept = hooks_dir / f"{name}.pre-coral"
+            # the same hook as the one kept (e.g. 'git lfs install --force' wrote its hook again over
+            # coral's): the chain already runs it, so coral's goes back; another one is left alone
+            same = state is False and kept.exists() and kept.read_bytes() == hook.read_bytes()
+            if state is False and kept.exists() and not same:
+                continue
+            tmp = hooks_dir / f".{name}.coral-{os.getpid()}"
+            tmp.write_text(hook_script(name))
+            tmp.chmod(0o755)
+            if state is False and not same:
+                os.rename(hook, kept)
+                done.append(f"hook {name}: the existing hook is kept as {kept.name} and runs first")
+            os.replace(tmp, hook)
     return done
 
 

@@ -191,7 +191,8 @@ def find_repo(cwd: Path | str | None = None, bare_ok: bool = False) -> Repo:
             "only 'git coral gc', 'fsck' and 'stats' run here"
         )
     worktree = Path(lines[2]) if proc.returncode == 0 and len(lines) > 2 and lines[2] else None
-    cfg = run_git(["config", "-z", "--get-regexp", r"^coral\."], cwd)
+    # coral's settings, plus core.hooksPath (where the hooks a filter run installs would go: install.py)
+    cfg = run_git(["config", "-z", "--get-regexp", r"^(coral\.|core\.hookspath$)"], cwd)
     config: dict[str, str] = {}
     for item in cfg.stdout.decode(errors="replace").split("\0"):
         if item:

@@ -1,8 +1,11 @@
 """A chunk store on a Git LFS server: stored objects travel in wire packs, located through ``refs/coral/index``.
 
-Push: objects handed to ``upload_many`` are spooled to a temp file and cut into packs of up to
-``DEFAULT_PACK_BYTES`` in the order given (bases first); each pack and its wire index go up as LFS
-objects as soon as the pack is full. ``flush`` uploads the last pack, then pushes a commit listing the
+Push: objects handed to ``upload_many`` are spooled to a temp file. Given the file versions that
+name each chunk (``order_hint``, from the pre-push step), up to ``ORDER_WINDOW`` packs' worth is held
+back and cut into packs of up to ``DEFAULT_PACK_BYTES`` that hold what the same versions need
+(packorder.py: a checkout where Range is ignored downloads little but its own); without a hint,
+packs are cut in arrival order as soon as one is full. Packs and their wire indexes go up as LFS
+objects, ``UPLOAD_PACKS`` at a time. ``flush`` uploads the rest, then pushes a commit listing the
 new packs on ``refs/coral/index`` (indexref.py). Until that ref moves nothing new is visible, and a
 retried push rebuilds the same packs (same objects, same order, same bytes, same oids), which the
 batch API reports as already there: only what is missing goes up again.
@@ -25,11 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import RemoteError, StoreError
+from ..store.objects import unpack_header
 from . import indexref
 from .base import RemoteStore
 from .lfs import LfsClient, LfsError, LfsObject
 from .lfs import resolve as resolve_endpoint
 from .lfs.gitconfig import GitConfig
+from .packorder import plan_packs
 from .wirepack import (
     DEFAULT_PACK_BYTES,
     WireEntry,
@@ -43,6 +48,8 @@ from .wirepack import (
 
 MERGE_GAP = 64 << 10  # ranged reads of one pack closer than this are merged into one request (<=6% extra bytes per ~1 MiB object)
 MAX_SPAN = 16 << 20  # ... up to this many bytes per request (bounds memory: concurrency x this)
+ORDER_WINDOW = 64  # packs' worth of objects held back to be ordered (the temp spool stays <= 4 GiB)
+UPLOAD_PACKS = 4  # packs built and uploaded together (one batch request, parallel PUTs)
 
 
 class LfsRemote(RemoteStore):
@@ -67,6 +74,8 @@ class LfsRemote(RemoteStore):
         self._spool_file = None
         self._spool_size = 0
         self._pushed: list[indexref.PackRef] = []
+        self._named_by: dict[str, list[int]] = {}
+        self._bases: dict[str, str | None] = {}
         self._tip: str | None = None
         self._cached: dict[str, tuple] = {}  # cid -> (file, offset, length) read ahead by prefetch
         self._cache_files: list = []
@@ -250,12 +259,19 @@ class LfsRemote(RemoteStore):
     def upload(self, cid: str, data: bytes) -> None:
         self.upload_many({cid: data})
 
+    def order_hint(self, named_by: dict[str, list[int]]) -> None:
+        """Per chunk, the file versions of the push that name it (packorder.py): packs then hold what
+        the same versions need, instead of the objects in the order they arrive."""
+        self._named_by = named_by
+
     def upload_many(self, objs: dict[str, bytes]) -> None:
-        """Queue objects for the next pack (a full pack goes up at once); ``flush`` publishes them."""
+        """Queue objects for the next packs (sent once enough is queued); ``flush`` publishes them."""
+        window = self.pack_bytes * (ORDER_WINDOW if self._named_by else 1)
         for cid, data in objs.items():
-            if self._pending and self._pending_bytes + len(data) > self.pack_bytes:
+            if self._pending and self._pending_bytes + len(data) > window:
                 self._send_pending()
             self._pending.append(self._spool(cid, data))
+            self._bases[cid] = unpack_header(cid, data).base
             self._pending_bytes += len(data)
 
     def _spool(self, cid: str, data: bytes) -> WireItem:
@@ -279,14 +295,19 @@ class LfsRemote(RemoteStore):
         if not self._pending:
             return
         out = self.workdir() / "packs"
-        for wp in build_packs(self._pending, out, max_bytes=max(self.pack_bytes, self._pending_bytes)):
-            files = [(LfsObject(wp.oid, wp.size), wp.path), (LfsObject(wp.index_oid, wp.index_size), wp.index_path)]
+        plan = plan_packs(self._pending, self._named_by, self._bases, self.pack_bytes)
+        idx_dir = self.cache / "idx"
+        idx_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(0, len(plan), UPLOAD_PACKS):
+            built = [wp for items in plan[i : i + UPLOAD_PACKS]
+                     for wp in build_packs(items, out, max_bytes=sum(it.length for it in items))]
+            files = [f for wp in built for f in ((LfsObject(wp.oid, wp.size), wp.path),
+                                                 (LfsObject(wp.index_oid, wp.index_size), wp.index_path))]
             self._wrap(lambda files=files: self.client("upload").upload(files))
-            self._pushed.append(indexref.PackRef(wp.oid, wp.size, wp.index_oid, wp.index_size))
-            idx_dir = self.cache / "idx"
-            idx_dir.mkdir(parents=True, exist_ok=True)
-            os.replace(wp.index_path, idx_dir / wp.index_oid)  # a later fetch need not download it
-            wp.path.unlink(missing_ok=True)
+            for wp in built:
+                self._pushed.append(indexref.PackRef(wp.oid, wp.size, wp.index_oid, wp.index_size))
+                os.replace(wp.index_path, idx_dir / wp.index_oid)  # a later fetch need not download it
+                wp.path.unlink(missing_ok=True)
         self._pending, self._pending_bytes = [], 0
         if self._spool_file is not None:
             self._spool_file.close()

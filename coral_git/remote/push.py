@@ -177,15 +177,24 @@ def _upload(remote: RemoteStore, objs: dict[str, bytes]) -> None:
         list(pool.map(lambda kv: remote.upload(*kv), objs.items()))
 
 
-def needed_chunks(cwd: Path, rev_args: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Chunk ids named by pointers in the commits ``rev_args`` selects, and a path naming each."""
+def needed_chunks(
+    cwd: Path, rev_args: list[str], named_by: dict[str, list[int]] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Chunk ids named by pointers in the commits ``rev_args`` selects, and a path naming each.
+
+    ``named_by`` (filled when given): per chunk, the file versions (pointers) naming it, numbered so
+    that older ones are smaller (rev-list lists newest first) — how a packing remote groups objects
+    (remote/packorder.py).
+    """
     ids: list[str] = []
     where: dict[str, str] = {}
-    for path, p in history_pointers(cwd, rev_args):
+    for n, (path, p) in enumerate(history_pointers(cwd, rev_args)):
         for c in sorted(p.chunk_ids()):
             if c not in where:
                 where[c] = path
                 ids.append(c)
+            if named_by is not None:
+                named_by.setdefault(c, []).append(-n)
     return ids, where
 
 
@@ -219,10 +228,13 @@ def pre_push(args: list[str], stdin: str) -> int:
                 excludes.append(parts[3])
         if not tips:
             return 0
-        ids, where = needed_chunks(cwd, [*tips, "--not", *excludes])
+        named_by: dict[str, list[int]] = {}
+        ids, where = needed_chunks(cwd, [*tips, "--not", *excludes], named_by)
         if not ids:
             return 0
         remote = resolve(repo, name, url)
+        if hasattr(remote, "order_hint"):
+            remote.order_hint(named_by)  # packs hold what the same versions need (packorder.py)
         stats = push_chunks(repo.store, remote, ids, where=where, **push_options(repo))
         if stats.uploaded:
             print(f"coral: {stats.line(remote)}", file=sys.stderr)

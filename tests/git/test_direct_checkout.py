@@ -96,11 +96,12 @@ def test_checkout_switch_and_reset_hard(rp: tuple[Path, list[str]]) -> None:
 
 
 def test_clone_without_hooks(rp: tuple[Path, list[str]], tmp_path: Path) -> None:
-    """A clone has no hooks yet: the filter process itself finishes the files when git closes it."""
+    """A clone without hooks (coral.autoHooks=false: its checkout installs none, docs/remote.md):
+    the filter process itself finishes the files when git closes it."""
     repo, (_s1, s2) = rp
     for key, value in {**CONFIG, "coral.directCheckoutSize": DIRECT}.items():
         git(tmp_path, "config", "--global", key, value)
-    git(tmp_path, "clone", "-q", str(repo), "clone")
+    git(tmp_path, "clone", "-q", "-c", "coral.autoHooks=false", str(repo), "clone")
     clone = tmp_path / "clone"
     assert not (clone / ".git" / "hooks" / "post-checkout").exists()
     assert_checked_out(clone, s2)

@@ -434,5 +434,5 @@ def test_transfers_run_at_most_concurrency_at_once(tmp_path: Path, lfs_server: L
 
     client._put = counted
     assert len(client.upload(files, progress=progress)) == 8
-    assert 1 < peak <= 3 and 1 < len(seen) <= 3
+    assert 1 < peak <= 3 and 1 < len(seen) <= 4  # the first PUT goes alone, in the calling thread
     assert client_for(lfs_server).has([o for o, _ in files]) == {o.oid for o, _ in files}

@@ -167,7 +167,9 @@ def test_git_lfs_pushes_beside_coral_on_the_same_server(tmp_path: Path, lfs_serv
     # a plain git-lfs user works in the same repository and on the same server
     lfs_repo = tmp_path / "lfs-user"
     assert clone(bare, lfs_repo, url).returncode == 0
-    git(lfs_repo, "lfs", "install", "--local")
+    # the clone's checkout installed coral's hooks (global install); git-lfs refuses to install beside
+    # another tool's hook without --force, and coral's next filter run chains git-lfs's hook again
+    git(lfs_repo, "lfs", "install", "--local", "--force")
     git(lfs_repo, "config", "lfs.url", url)
     git(lfs_repo, "lfs", "track", "*.dat")
     payload = os.urandom(300_000)

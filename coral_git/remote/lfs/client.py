@@ -136,8 +136,9 @@ class LfsClient:
         self.timeout = timeout
         self.concurrency = concurrency or _concurrency(self.config)
         self.range_supported: bool | None = None  # learnt from the first ranged read
-        self.stats = {"requests": 0, "retries": 0, "bytes_up": 0, "bytes_down": 0}
+        self.stats = {"requests": 0, "retries": 0, "bytes_up": 0, "bytes_down": 0, "puts": 0, "puts_saved": 0}
         self.stats["renewals"] = 0  # batch requests made again for an expired or refused href
+        self._put_once = False  # a first PUT went out (upload: the first one goes alone)
         self._local = threading.local()
         self._auth_lock = threading.Lock()
         self._cred: credentials.Credential | None = None
@@ -215,15 +216,21 @@ class LfsClient:
         stream: bool = False,
         what: str = "request",
         href: bool = False,
-    ) -> requests.Response:
+        settled: Callable[[], bool] | None = None,
+    ) -> requests.Response | None:
         """One HTTP exchange with retries (connection errors, 5xx, 429) and the 401 credential dance.
 
         ``href``: a transfer href from a batch answer; a 401/403 there (from storage elsewhere, or with
         the action's own Authorization) means it expired or was revoked: ``_Refused`` is raised so the
-        caller asks for a new one, instead of trying the user's credentials on it."""
+        caller asks for a new one, instead of trying the user's credentials on it.
+        ``settled``: asked before a retry; True means the exchange is no longer needed (an upload
+        the server got after all, though the answer was lost): None is returned, nothing re-sent.
+        """
         attempt = 0
         auth_tries = 0
         while True:
+            if attempt and settled is not None and settled():
+                return None
             data = body() if body else None
             try:
                 self._count("requests")
@@ -467,8 +474,15 @@ class LfsClient:
             actions = _actions(resp.get("actions"))
             if "upload" in actions:
                 todo.append((obj, path, actions["upload"], actions.get("verify")))
+        todo.sort(key=lambda t: t[0].size)
+        sent = [t[0].oid for t in todo]
+        if len(todo) > 1 and not self._put_once:
+            # the first PUT of a client goes alone, and the smallest: a server that fails or refuses
+            # (credentials, quota, a storage folder created by two requests at once — giftless's local
+            # storage answers 500 to one of them) costs a small body, not a 64 MiB pack sent twice
+            self._put(*todo.pop(0), progress)
         self._parallel(lambda t: self._put(*t, progress), todo)
-        return [t[0].oid for t in todo]
+        return sent
 
     def _put(self, obj: LfsObject, path: Path, up: Action, verify: Action | None, progress: Progress | None) -> None:
         size = os.path.getsize(path)
@@ -479,7 +493,13 @@ class LfsClient:
 
     def _put_one(self, obj: LfsObject, path: Path, size: int, up: Action, verify: Action | None, progress: Progress | None) -> None:
         headers = {"Content-Type": "application/octet-stream", **up.headers}
-        resp = self._request("PUT", up.href, headers, body=lambda: _FileBody(path, size, progress), what=f"upload of {obj.oid[:12]}", href=True)
+        self._put_once = True
+        resp = self._request("PUT", up.href, headers, body=lambda: _FileBody(path, size, progress),
+                             what=f"upload of {obj.oid[:12]}", settled=lambda: self._stored(obj), href=True)
+        if resp is None:
+            self._count("puts_saved")
+            return  # the server holds it already: the failed attempt did arrive
+        self._count("puts")
         with resp:
             if not 200 <= resp.status_code < 300:
                 raise LfsError(f"{self._where} answered {resp.status_code} to the upload of object {obj.oid}: {_message(resp)}")
@@ -492,6 +512,14 @@ class LfsClient:
             with resp:
                 if not 200 <= resp.status_code < 300:
                     raise LfsError(f"{self._where} could not verify object {obj.oid} after upload ({resp.status_code}); retry the push")
+
+    def _stored(self, obj: LfsObject) -> bool:
+        """Before a PUT is sent again: whether the server has the object after all (a timeout or a
+        dropped connection after the whole body went through). Unknown counts as no."""
+        try:
+            return obj.oid in self.has([obj])
+        except LfsError:
+            return False
 
     # -- download -----------------------------------------------------------------------------
     def download_actions(self, objects: list[LfsObject]) -> dict[str, Action]:
