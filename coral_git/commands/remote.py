@@ -87,7 +87,8 @@ def register(app: typer.Typer) -> None:
         name = _remote_name(repo, remote, "coral.pushRemote")
         cwd = repo.worktree or repo.git_dir
         named_by: dict[str, list[int]] = {}
-        ids, where = needed_chunks(cwd, ["--all"] if all_ else ["HEAD"], named_by)
+        groups: list[list[str]] = []
+        ids, where = needed_chunks(cwd, ["--all"] if all_ else ["HEAD"], named_by, groups)
         store = resolve(repo, name)
         if hasattr(store, "order_hint"):
             store.order_hint(named_by)  # packs hold what the same versions need (remote/packorder.py)
@@ -106,7 +107,7 @@ def register(app: typer.Typer) -> None:
             print(f"coral: dry run: would upload {rep['missing_chunks']} of {rep['needed_chunks']} chunk object(s), "
                   f"{human_bytes(rep['missing_bytes'])} (as stored locally) to {store.describe()}", file=sys.stderr)
             return
-        stats = push_chunks(repo.store, store, ids, where=where, **push_options(repo))
+        stats = push_chunks(repo.store, store, ids, where=where, groups=groups, **push_options(repo))
         print(f"coral: {stats.line(store)}", file=sys.stderr)
 
     @app.command()

@@ -72,3 +72,25 @@ def history_pointers(cwd: Path, rev_args: list[str]) -> Iterator[tuple[str, ptr.
         if path:
             blobs.append((oid, path))
     yield from pointer_blobs(cwd, blobs)
+
+
+Position = tuple[str, str | None, int]
+
+
+def position_groups(pointers: Iterable[tuple[str, ptr.Pointer]]) -> list[list[str]]:
+    """Chunk ids per chunk position, in the order ``pointers`` come (give them newest first).
+
+    A position is ``(path, tensor name, chunk index)`` (``(path, None, index)`` for a fixed-grid
+    skeleton chunk): the versions of one chunk, what delta bases are chosen among (the repacker and
+    the push). Content-defined skeleton chunks have no stable position and are left out. Ids may
+    repeat across positions.
+    """
+    groups: dict[Position, dict[str, None]] = {}
+    for path, p in pointers:
+        if p.cdc is None:
+            for i, c in enumerate(p.skeleton):
+                groups.setdefault((path, None, i), {}).setdefault(c)
+        for t in p.tensors:
+            for i, c in enumerate(t.chunks):
+                groups.setdefault((path, t.name, i), {}).setdefault(c)
+    return [list(g) for g in groups.values()]

@@ -15,12 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..git import reachability
+from ..git.pointers import position_groups
 from ..store import packs
 from ..store.rebase import DEFAULT_WINDOW, RebaseResult, rebase
 
 AUTO_SHARE = 4  # gc --auto re-chooses when the packed store is at most this many times the loose bytes
-
-Position = tuple[str, str | None, int]
 
 
 def positions(reach: reachability.Reachable, files: dict[str, reachability.Files]) -> list[list[str]]:
@@ -28,19 +27,8 @@ def positions(reach: reachability.Reachable, files: dict[str, reachability.Files
     commits = set(reach.commits)
     order = [label for label in files if label not in commits and files[label] and _is_index(label)]
     order += list(reversed(reach.commits))
-    groups: dict[Position, dict[str, None]] = {}
-    for label in order:
-        for path, blob in files.get(label, ()):
-            p = reach.pointers.get(blob)
-            if p is None:
-                continue
-            if p.cdc is None:
-                for i, c in enumerate(p.skeleton):
-                    groups.setdefault((path, None, i), {}).setdefault(c)
-            for t in p.tensors:
-                for i, c in enumerate(t.chunks):
-                    groups.setdefault((path, t.name, i), {}).setdefault(c)
-    return [list(g) for g in groups.values()]
+    pointers = ((path, reach.pointers.get(blob)) for label in order for path, blob in files.get(label, ()))
+    return position_groups((path, p) for path, p in pointers if p is not None)
 
 
 def _is_index(label: str) -> bool:

@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CoralError, MissingObjectError, UsageError
-from ..git.pointers import history_pointers
+from ..git.pointers import history_pointers, position_groups, tree_pointers
 from ..store.chunkstore import ChunkStore
 from ..store.objects import unpack_header
 from ..ui import transfer_bar
 from .backends import resolve
 from .base import RemoteStore
 from .indexref import GUARD as INDEX_GUARD
+from .newestfirst import Encoded, claim, encode_position
 
 ZERO = "0" * 40
 BATCH = 32
+POSITIONS = 16  # chunk positions encoded per slice (newestfirst.py)
 DEFAULT_REMOTE_CHAIN = 2
 
 
@@ -66,11 +68,17 @@ def push_chunks(
     where: dict[str, str] | None = None,
     mode: str = "reencode",
     max_chain: int = DEFAULT_REMOTE_CHAIN,
+    groups: Sequence[Sequence[str]] | None = None,
+    keys: set[str] | None = None,
 ) -> PushStats:
     """Upload every object of ``ids`` the remote lacks, bases before the deltas that use them.
 
-    In ``reencode`` mode a delta also goes up as a keyframe when it would end more than
-    ``max_chain`` deltas away from a keyframe on the remote (``keyframes`` is ``max_chain=0``).
+    ``groups`` (chunk positions, versions newest first: ``needed_chunks``): outside ``closure`` mode
+    their objects go newest-first (remote/newestfirst.py) — the newest version of each position, and
+    any id in ``keys`` (what the pushed tips name), a keyframe, older ones deltas on newer ones.
+    Other objects go as stored when their base is on the remote, else as keyframes; in ``reencode``
+    mode a delta also goes up as a keyframe when it would end more than ``max_chain`` deltas away
+    from a keyframe on the remote (``keyframes`` is ``max_chain=0``).
     """
     if mode not in ("reencode", "closure", "keyframes"):
         raise UsageError(f"coral.pushEncoding = {mode!r}; use 'reencode', 'closure' or 'keyframes'")
@@ -81,6 +89,14 @@ def push_chunks(
     todo = [c for c in needed if c not in present]
     if not todo:
         return stats
+    if mode == "keyframes":
+        max_chain = 0
+    elif mode == "closure":
+        max_chain = 1 << 30
+    grouped = claim(groups, set(todo)) if groups and mode != "closure" else []
+    in_groups = {c for m in grouped for c in m}
+    total = len(todo)
+    todo = [c for c in todo if c not in in_groups]
     base_of: dict[str, str | None] = {}
     for cid in todo:
         base_of[cid] = unpack_header(cid, _local(store, cid, remote, where)).base
@@ -118,10 +134,6 @@ def push_chunks(
 
     for cid in todo:
         depth(cid)
-    if mode == "keyframes":
-        max_chain = 0
-    elif mode == "closure":
-        max_chain = 1 << 30
     chain: dict[str, int] = {}  # deltas between an object and a keyframe, as stored on the remote
 
     def local_chain(cid: str) -> int:
@@ -138,8 +150,24 @@ def push_chunks(
 
     done: set[str] = set(present)
     with transfer_bar(f"pushing to {remote.name}") as bar:
-        task = bar.add_task("push", total=len(todo), mb=0.0)
-        for lvl in range(max(level.values()) + 1):
+        task = bar.add_task("push", total=total, mb=0.0)
+
+        def sent(objs: dict[str, bytes]) -> None:
+            _upload(remote, objs)
+            done.update(objs)
+            stats.uploaded += len(objs)
+            stats.bytes += sum(len(d) for d in objs.values())
+            bar.update(task, advance=len(objs), mb=stats.bytes / 1e6)
+
+        if grouped:
+            read = lambda c: _local(store, c, remote, where)  # noqa: E731
+            for enc in _encode_positions(store, grouped, read, max_chain, keys or set()):
+                for e in enc:
+                    chain[e.cid] = e.depth
+                    stats.reencoded += e.encoded
+                for batch_objs in _by_level(enc):
+                    sent(batch_objs)
+        for lvl in range(max(level.values(), default=-1) + 1):
             batch_ids = [c for c in todo if level[c] == lvl]
             for i in range(0, len(batch_ids), BATCH):
                 objs: dict[str, bytes] = {}
@@ -155,15 +183,44 @@ def push_chunks(
                         depth = 0
                     chain[cid] = depth
                     objs[cid] = data
-                _upload(remote, objs)
-                done.update(objs)
-                stats.uploaded += len(objs)
-                stats.bytes += sum(len(d) for d in objs.values())
-                bar.update(task, advance=len(objs), mb=stats.bytes / 1e6)
+                sent(objs)
     flush = getattr(remote, "flush", None)
     if flush is not None:
         flush()  # a packing store (LFS) publishes what it queued: nothing is visible before this
     return stats
+
+
+def _encode_positions(
+    store: ChunkStore, grouped: list[list[str]], read, max_chain: int, keys: set[str]
+) -> Iterator[list[Encoded]]:
+    """Per ``POSITIONS`` positions, their objects newest-first (remote/newestfirst.py), encoded on
+    two threads ahead of the upload (memory: three slices of encoded objects)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(members: list[str]) -> list[Encoded]:
+        return encode_position(store, members, read, max_chain=max_chain, keys=keys)
+
+    workers = min(2, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coral-push") as pool:
+        slices = [grouped[i : i + POSITIONS] for i in range(0, len(grouped), POSITIONS)]
+        ahead = []
+        for i in range(len(slices)):
+            # the positions of a slice run on one thread; ``workers`` slices encode while one uploads
+            while len(ahead) <= workers and i + len(ahead) < len(slices):
+                ahead.append(pool.submit(lambda sl=slices[i + len(ahead)]: [job(m) for m in sl]))
+            yield [e for enc in ahead.pop(0).result() for e in enc]
+
+
+def _by_level(enc: list[Encoded]) -> Iterator[dict[str, bytes]]:
+    """``enc`` (each base before its deltas) in batches of ``BATCH``, keyframes first, then the deltas
+    on them, and so on: an object goes up only after its base."""
+    level: dict[str, int] = {}
+    for e in enc:
+        level[e.cid] = 0 if e.base is None or e.base not in level else level[e.base] + 1
+    for lvl in sorted(set(level.values())):
+        items = [e for e in enc if level[e.cid] == lvl]
+        for i in range(0, len(items), BATCH):
+            yield {e.cid: e.data for e in items[i : i + BATCH]}
 
 
 def _upload(remote: RemoteStore, objs: dict[str, bytes]) -> None:
@@ -178,17 +235,22 @@ def _upload(remote: RemoteStore, objs: dict[str, bytes]) -> None:
 
 
 def needed_chunks(
-    cwd: Path, rev_args: list[str], named_by: dict[str, list[int]] | None = None
+    cwd: Path, rev_args: list[str], named_by: dict[str, list[int]] | None = None,
+    groups: list[list[str]] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Chunk ids named by pointers in the commits ``rev_args`` selects, and a path naming each.
 
     ``named_by`` (filled when given): per chunk, the file versions (pointers) naming it, numbered so
     that older ones are smaller (rev-list lists newest first) — how a packing remote groups objects
-    (remote/packorder.py).
+    (remote/packorder.py). ``groups`` (extended when given): the ids per chunk position, newest
+    version first — what push_chunks encodes newest-first.
     """
     ids: list[str] = []
     where: dict[str, str] = {}
-    for n, (path, p) in enumerate(history_pointers(cwd, rev_args)):
+    pointers = list(history_pointers(cwd, rev_args))
+    if groups is not None:
+        groups.extend(position_groups(pointers))
+    for n, (path, p) in enumerate(pointers):
         for c in sorted(p.chunk_ids()):
             if c not in where:
                 where[c] = path
@@ -196,6 +258,15 @@ def needed_chunks(
             if named_by is not None:
                 named_by.setdefault(c, []).append(-n)
     return ids, where
+
+
+def tip_chunks(cwd: Path, tips: list[str]) -> set[str]:
+    """The chunks the pushed tips' trees name, when several tips go up at once: each tip's versions go
+    as keyframes, so a clone of one branch needs none of another's (with one tip, the newest version
+    of each position is the tip's already)."""
+    if len(set(tips)) < 2:
+        return set()
+    return {c for tip in dict.fromkeys(tips) for _, p in tree_pointers(cwd, tip) for c in p.chunk_ids()}
 
 
 def push_mode(repo) -> str:
@@ -229,13 +300,15 @@ def pre_push(args: list[str], stdin: str) -> int:
         if not tips:
             return 0
         named_by: dict[str, list[int]] = {}
-        ids, where = needed_chunks(cwd, [*tips, "--not", *excludes], named_by)
+        groups: list[list[str]] = []
+        ids, where = needed_chunks(cwd, [*tips, "--not", *excludes], named_by, groups)
         if not ids:
             return 0
         remote = resolve(repo, name, url)
         if hasattr(remote, "order_hint"):
             remote.order_hint(named_by)  # packs hold what the same versions need (packorder.py)
-        stats = push_chunks(repo.store, remote, ids, where=where, **push_options(repo))
+        stats = push_chunks(repo.store, remote, ids, where=where, groups=groups, keys=tip_chunks(cwd, tips),
+                            **push_options(repo))
         if stats.uploaded:
             print(f"coral: {stats.line(remote)}", file=sys.stderr)
         return 0

@@ -372,3 +372,6 @@ def _kill_point() -> None:
             time.sleep(float(slow))
         except ValueError:
             raise StoreError(f"CORAL_TEST_REBASE_SLOW = {slow!r} is not a number of seconds") from None
+
+
+RawCache = _Raws  # reused by the push's newest-first encoder (remote/newestfirst.py)
