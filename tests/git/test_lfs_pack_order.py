@@ -76,6 +76,8 @@ def test_each_pack_uploaded_once_and_versions_keep_to_their_packs(
                 base = located[cid][2].base
                 if base is not None:
                     todo.append(base)
+        if n == len(log) - 1:  # pushed newest-first: the latest needs its own objects only
+            assert need == set(pointer.chunk_ids())
         objects = sum(located[c][2].length for c in need)
         whole = sum({located[c][0]: located[c][1] for c in need}.values())
         # the packs it downloads where Range is ignored hold its objects, at most a quarter pack besides

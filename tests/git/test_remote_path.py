@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import coral, git, make_state, perturb, save_safetensors, sha256, small_filesystem
 
+from coral_git.core import pointer as ptr
 from coral_git.store.chunkstore import ChunkStore
 from coral_git.store.objects import LooseObjects
 
@@ -108,6 +109,15 @@ def test_push_to_bare_then_clone_every_revision(shared: tuple[Path, Path, list[s
         remote.get(cid)
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(bare), str(clone))
+    # the push encoded newest-first: the latest version's chunks are keyframes or deltas on each
+    # other, so the clone fetched those and nothing of the older versions (locally they are deltas
+    # on the oldest version's keyframes)
+    latest = set(ptr.parse(git(clone, "cat-file", "blob", "HEAD:model.safetensors").encode()).chunk_ids())
+    assert objects_of(clone / ".git" / "coral") == latest
+    assert all(remote.header(c).base in latest | {None} for c in latest)
+    older = remote_objs - latest
+    deltas = [c for c in older if remote.header(c).base is not None]
+    assert len(deltas) * 4 >= len(older) * 3, (len(deltas), len(older))  # older versions went as deltas
     revs = git(clone, "rev-list", "--reverse", "HEAD", "--", "model.safetensors").split()
     assert len(revs) == 3
     for rev, want in zip(revs, shas, strict=True):
