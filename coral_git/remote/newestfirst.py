@@ -5,9 +5,10 @@ every version of a chunk as a delta on the first one's keyframe. Pushed as store
 latest version would download the oldest version's keyframes too. The push therefore encodes each
 chunk position (its pushed versions, newest first: ``git.pointers.position_groups``) the way the
 repacker does (store/rebase.py): the newest version — and any version a pushed tip names — goes as a
-keyframe, each older one as a delta on the next newer version while that chain stays within
-``coral.remoteMaxChain``, else on the nearest keyframe above it (the repacker's spine and chains).
-A delta that does not pay (``DELTA_PAYS`` of the raw chunk) goes as a keyframe.
+keyframe, the older ones as deltas in the repacker's spine-and-chains tree of depth
+``coral.remoteMaxChain`` (every ``D``-th version a delta on the newest, the ones between a chain of
+one-version steps below it; a parent that could not be a delta sends its children to the nearest
+keyframe above). A delta that does not pay (``DELTA_PAYS`` of the raw chunk) goes as a keyframe.
 
 Cost is bounded: per object at most one encode (a keyframe for a newest version stored as a delta,
 a delta for an older one; a keyframe also when that delta does not pay), nothing when the stored
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from ..store.chunkstore import DELTA_PAYS, ChunkStore
 from ..store.objects import HEADER_SIZE, ObjectHeader, unpack_header
-from ..store.rebase import RawCache
+from ..store.rebase import RawCache, spine_parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +71,8 @@ def encode_position(
         raw_len[cid] = hdr.raw_len
         choice: Encoded | None = None
         if k and max_chain > 0 and cid not in keys:
-            prev = out[-1]
-            cand = prev if prev.depth < max_chain else last_key
+            parent = out[spine_parent(k, max_chain)]
+            cand = parent if parent.depth < max_chain else last_key
             if cand is not None and raw_len[cand.cid] == hdr.raw_len:
                 depth = cand.depth + 1
                 if hdr.base == cand.cid and hdr.codec == store.delta_codec:  # stored as we would send it

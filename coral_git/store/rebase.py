@@ -374,4 +374,6 @@ def _kill_point() -> None:
             raise StoreError(f"CORAL_TEST_REBASE_SLOW = {slow!r} is not a number of seconds") from None
 
 
-RawCache = _Raws  # reused by the push's newest-first encoder (remote/newestfirst.py)
+# reused by the push's newest-first encoder (remote/newestfirst.py)
+RawCache = _Raws
+spine_parent = _parent

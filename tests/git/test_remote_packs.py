@@ -110,7 +110,9 @@ def test_s3_push_costs_two_requests_per_pack_and_a_clone_reads_ranges(
     assert packs and all(k.startswith("packs/") for k in stored)  # no loose object went up
     assert {k[:-5] + ".idx" for k in packs} == {k for k in stored if k.endswith(".idx")}
     pack_bytes = sum(stored[k] for k in packs)
-    assert len(packs) <= math.ceil(pack_bytes / PACK) + 1  # packs are filled before a new one starts
+    # packs are filled before a new one starts (greedily, in the order objects go up: keyframes of
+    # half a pack can leave a gap, so one pack of slack beyond the last, partly filled one)
+    assert len(packs) <= math.ceil(pack_bytes / PACK) + 2
     puts = [r for r in reqs if r[0] == "PUT"]
     assert len(puts) == 2 * len(packs)  # one PUT per pack and one per index: no multipart, no per-object PUT
     # everything else: listing packs/ and asking whether old loose objects exist (constant per push);
