@@ -1,10 +1,12 @@
 """Push: upload the chunks that pushed commits need, from the ``pre-push`` hook or ``git coral push``.
 
-Objects go up self-contained. An object is uploaded as stored locally when its delta base is on the
-remote already or goes up in the same push (bases strictly first); a delta whose base is neither is
-re-encoded as a keyframe (``coral.pushEncoding = reencode``, the default) or its bases are added to
-the upload (``closure``); ``keyframes`` re-encodes every delta (no chains on the remote at all).
-See docs/remote.md for the measurements behind the default.
+Objects go up self-contained, bases strictly first. The versions of each chunk position go
+newest-first (remote/newestfirst.py): the newest a keyframe, older ones deltas on newer ones within
+``coral.remoteMaxChain``, so a clone of the latest needs none of the older versions' objects.
+Other objects go as stored when their delta base is on the remote already or goes up in the same
+push; a delta whose base is neither is re-encoded as a keyframe (``coral.pushEncoding = reencode``,
+the default). ``closure`` sends everything as stored and adds the missing bases; ``keyframes`` sends
+keyframes only (no chains on the remote at all). See docs/remote.md for the measurements.
 """
 
 from __future__ import annotations
