@@ -218,7 +218,6 @@ def test_threads_sharing_one_lfs_remote_get_every_object(tmp_path: Path, lfs_ser
     local = subprocess.run(["git", "coral", "fsck"], cwd=repo, capture_output=True)
     assert local.returncode == 0
     from coral_git.store.chunkstore import ChunkStore
-
     from coral_git.store.objects import LooseObjects
 
     store = ChunkStore(repo / ".git" / "coral")
