@@ -327,3 +327,31 @@ def test_remote_delta_chains_are_bounded(shared: tuple[Path, Path, list[str]], t
             remote.get(cid)
         assert set(depth) == set(ids)
         assert max(depth.values()) == min(bound, 1), bound  # 3 versions added as keyframe, delta, keyframe
+
+
+def test_push_of_two_branches_sends_each_tip_as_keyframes(shared: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    """Two refs pushed at once: both tips' versions go up as keyframes, so a clone of either branch
+    needs none of the other's objects (issue 13, item 6)."""
+    from coral_git.git.repo import find_repo
+    from coral_git.remote.backends import PathRemote
+    from coral_git.remote.push import needed_chunks, push_chunks, tip_chunks
+
+    repo, _bare, _shas = shared
+    git(repo, "checkout", "-q", "-b", "exp", "HEAD~1")
+    save_safetensors(repo / "model.safetensors", perturb(make_state(seed=1), seed=77))
+    git(repo, "commit", "-qam", "exp")
+    tips = [git(repo, "rev-parse", ref).strip() for ref in ("main", "exp")]
+    groups: list[list[str]] = []
+    ids, where = needed_chunks(repo, tips, None, groups)
+    keys = tip_chunks(repo, tips)
+    dest = tmp_path / "store"
+    stats = push_chunks(find_repo(repo).store, PathRemote("t", dest), ids, where=where, groups=groups, keys=keys)
+    assert stats.uploaded == len(set(ids))
+    remote = store_at(dest)
+    for tip in tips:
+        named = set(ptr.parse(git(repo, "cat-file", "blob", f"{tip}:model.safetensors").encode()).chunk_ids())
+        assert named <= keys and all(remote.header(c).base is None for c in named), tip
+    older = set(ids) - keys
+    assert older and any(remote.header(c).base is not None for c in older)
+    for cid in ids:
+        remote.get(cid)
