@@ -43,7 +43,7 @@ class PushStats:
     def line(self, remote: RemoteStore) -> str:
         return (
             f"uploaded {self.uploaded} of {self.needed} chunk object(s), {self.bytes / 1e6:.1f} MB "
-            f"to {remote.describe()}" + (f" ({self.reencoded} encoded anew, newest versions first)" if self.reencoded else "")
+            f"to {remote.describe()}" + (f" ({self.reencoded} re-encoded)" if self.reencoded else "")
         )
 
 
