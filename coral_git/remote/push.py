@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import CoralError, MissingObjectError, UsageError
 from ..git.pointers import history_pointers, position_groups, tree_pointers
+from ..store.chains import chain_depths
 from ..store.chunkstore import ChunkStore
 from ..store.objects import unpack_header
 from ..ui import transfer_bar
@@ -120,22 +121,8 @@ def push_chunks(
         extra = {b for b in base_of.values() if b and b not in base_of and b not in present}
         present |= remote.has_many(extra)
     # levels: an object goes up only after the base it is stored against
-    level: dict[str, int] = {}
-
-    def depth(cid: str) -> int:
-        chain = []
-        cur: str | None = cid
-        while cur is not None and cur in base_of and cur not in level and cur not in chain:
-            chain.append(cur)
-            cur = base_of[cur]
-        d = level.get(cur, -1) if cur is not None else -1
-        for c in reversed(chain):
-            d += 1
-            level[c] = d
-        return level[cid]
-
-    for cid in todo:
-        depth(cid)
+    depth_of = chain_depths(base_of)
+    level = {cid: depth_of(cid) for cid in todo}
     chain: dict[str, int] = {}  # deltas between an object and a keyframe, as stored on the remote
 
     def local_chain(cid: str) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..errors import RemoteError
 from ..git.repo import run_git
+from ..store.chains import chain_depths
 from ..store.objects import HEADER_SIZE, unpack_header
 from .push import needed_chunks
 from .s3 import S3Remote
@@ -224,20 +225,7 @@ def _repack(remote: S3Remote, rewrite: list[tuple[str, WireEntry]]) -> None:
 
         remote.read_entries(rewrite, sink)
         base_of = {e.cid: e.base for _, e in rewrite}
-        depth: dict[str, int] = {}
-
-        def level(cid: str) -> int:
-            chain = []
-            cur: str | None = cid
-            while cur is not None and cur in base_of and cur not in depth and cur not in chain:
-                chain.append(cur)
-                cur = base_of[cur]
-            d = depth.get(cur, -1) if cur is not None else -1
-            for c in reversed(chain):
-                d += 1
-                depth[c] = d
-            return depth[cid]
-
+        level = chain_depths(base_of)
         for cid in sorted(at, key=lambda c: (level(c), c)):  # bases first, as a push sends them
             off, n = at[cid]
             remote.upload_many({cid: os.pread(spool.fileno(), n, off)})

@@ -33,6 +33,7 @@ from pathlib import Path
 import xxhash
 
 from ..errors import CorruptObjectError, StoreError
+from ..store.chains import cut_by_size
 from ..store.objects import HEADER_SIZE, unpack_header
 from ..store.packs import Pack, PackItem, write_pack
 
@@ -108,20 +109,14 @@ def cut(items: Iterable[WireItem], max_bytes: int = DEFAULT_PACK_BYTES) -> Itera
     """Group objects, in the order given, into batches of at most ``max_bytes`` stored bytes (an object
     bigger than that gets a batch of its own); an id given twice goes in once. Every remote kind cuts
     its packs here, so a delta never lands in an earlier pack than its base when bases come first."""
-    batch: list[WireItem] = []
-    size = 0
     seen: set[str] = set()
-    for it in items:
-        if it.cid in seen:
-            continue
+
+    def first(it: WireItem) -> bool:
+        new = it.cid not in seen
         seen.add(it.cid)
-        if batch and size + it.length > max_bytes:
-            yield batch
-            batch, size = [], 0
-        batch.append(it)
-        size += it.length
-    if batch:
-        yield batch
+        return new
+
+    yield from cut_by_size((it for it in items if first(it)), lambda it: it.length, max_bytes)
 
 
 def build_packs(

@@ -28,6 +28,7 @@ from pathlib import Path
 import xxhash
 
 from ..errors import CorruptObjectError, StoreError
+from .chains import cut_by_size
 from .objects import HEADER_SIZE
 
 MAGIC = b"CRPK"
@@ -418,15 +419,7 @@ def repack(
             items.append(PackItem(cid, int(s.mtime), _pack_reader(pack, entry)))
     if max_chain is not None or rekey:
         items, res.rekeyed = _rekey(store, items, max_chain if max_chain is not None else 1 << 30, set(rekey))
-    batches: list[list[PackItem]] = [[]]
-    size = 0
-    for it in items:
-        n = inv[it.cid].size
-        if batches[-1] and size + n > pack_bytes:
-            batches.append([])
-            size = 0
-        batches[-1].append(it)
-        size += n
+    batches = list(cut_by_size(items, lambda it: inv[it.cid].size, pack_bytes)) or [[]]
     done = 0
     written: set[Path | None] = set()
     for batch in batches:

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import StoreError
 from .basechoice import sample_windows
+from .chains import cut_by_size
 from .objects import HEADER_SIZE, ObjectHeader, unpack_header
 from .packs import PackItem, _pack_reader, _rekey, attach, inventory, write_pack
 
@@ -145,15 +146,8 @@ def rebase(
 
     try:
         written = set()
-        batches: list[list[PackItem]] = [[]]
-        size = 0
-        for it in items:  # a base always precedes its dependants, so every prefix is complete
-            n = inv[it.cid].size
-            if batches[-1] and size + n > pack_bytes:
-                batches.append([])
-                size = 0
-            batches[-1].append(it)
-            size += n
+        # a base always precedes its dependants, so every prefix is complete
+        batches = list(cut_by_size(items, lambda it: inv[it.cid].size, pack_bytes)) or [[]]
         done = 0
         for batch in batches:
             if not batch:
