@@ -93,7 +93,7 @@ def smudge_oldest(kind: str, root: Path, args, pythonpath: str | None) -> dict:
         for _ in range(args.runs):
             t = time.perf_counter()
             subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer,
-                           stdout=subprocess.DEVNULL, check=True, env={**os.environ, **env})
+                           stdout=subprocess.DEVNULL, check=True, env={**os.environ, **env, "CORAL_DIRECTCHECKOUTSIZE": "0"})
             ts.append(time.perf_counter() - t)
         out[f"big: smudge {name} MB/s"] = size / statistics.median(ts) / 1e6
     shutil.rmtree(repo, ignore_errors=True)
@@ -160,7 +160,7 @@ def bench(kind: str, root: Path, args, pythonpath: str | None) -> dict:
         for _ in range(args.runs):
             t = time.perf_counter()
             subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer,
-                           stdout=subprocess.DEVNULL, check=True, env={**os.environ, **env})
+                           stdout=subprocess.DEVNULL, check=True, env={**os.environ, **env, "CORAL_DIRECTCHECKOUTSIZE": "0"})
             ts.append(time.perf_counter() - t)
         out["smudge oldest MB/s"] = size / statistics.median(ts) / 1e6
     run(repo, "git", "checkout", "-q", "HEAD", "--", "model.safetensors", env=env)
