@@ -7,16 +7,20 @@ looking up a handful of files per command stays cheap.
 from __future__ import annotations
 
 import os
-
-import pygit2
+from typing import TYPE_CHECKING
 
 from .repo import Repo
+
+if TYPE_CHECKING:  # pygit2 costs ~50-100 ms to import: the filter process loads this module but seldom calls it
+    import pygit2
 
 Spec = str | None
 WORKTREE = "worktree"  # the blob id this module gives a work-tree file
 
 
 def _tree(r: Repo, spec: str) -> pygit2.Tree:
+    import pygit2
+
     return r.pygit.revparse_single(spec).peel(pygit2.Tree)
 
 
@@ -24,6 +28,8 @@ def blob_at(r: Repo, spec: Spec, path: str) -> str | None:
     """The blob id of ``path`` at ``spec`` (:data:`WORKTREE` for a work-tree file), None if absent."""
     if spec is None:
         return WORKTREE if r.worktree is not None and (r.worktree / path).is_file() else None
+    import pygit2
+
     try:
         if spec == "":
             return str(r.pygit.index[path].id)
@@ -49,6 +55,8 @@ def listdir_at(r: Repo, spec: Spec, d: str) -> list[str]:
             return os.listdir(r.worktree / d) if r.worktree is not None else []
         except OSError:
             return []
+    import pygit2
+
     try:
         if spec == "":
             prefix = d + "/" if d else ""

@@ -28,7 +28,7 @@ from ..errors import CorruptObjectError, MissingObjectError, StoreError
 from .codecs import Codec, RawCodec, codec
 from .objects import HEADER_SIZE, LooseObjects, ObjectHeader, unpack_header
 
-DEFAULT_MAX_CHAIN = 3  # any version decodes in 4 steps after a repack; chosen from benchmarks/bench_store_v2.py (docs/store.md)
+DEFAULT_MAX_CHAIN = 1  # any version decodes in 2 steps after a repack: oldest of a 1 GiB model 426 MB/s vs 271 at D=3, for 4-8% more bytes (docs/store.md)
 DEFAULT_ADD_CHAIN = 1  # deltas written by an add sit on a keyframe: every version checks out in two decodes
 FRESHENED = "freshened"  # "<id> <unix time>" lines: packed objects an add reused
 DELTA_PAYS = 0.9  # an add's delta is kept when it is below this share of the raw chunk
