@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import math
 import re
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers.lfs_server import free_port
 from helpers.s3_server import CountingMotoServer
 
 from coral_git.store.objects import LooseObjects
 
 BUCKET = "coral-packs"
 PACK = 128 << 10  # small packs, so a ~1 MB model makes several: requests scale with packs, not with bytes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers.lfs_server import free_port
 
 from coral_git.core import pointer as ptr
 from coral_git.store.objects import LooseObjects, unpack_header
 
 BUCKET = "coral-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
