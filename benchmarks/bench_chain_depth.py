@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,21 +22,7 @@ from pathlib import Path
 from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_store_v2 import du, run, states
-
-
-def smudge_mbs(repo: Path, rev: str, out: Path) -> float:
-    pointer = run(repo, "git", "cat-file", "blob", f"{rev}:model.safetensors").stdout
-    size = int(pointer.split(b"\n")[1].split()[1])
-    env = {**os.environ, "CORAL_DIRECTCHECKOUTSIZE": "0"}
-    ts = []
-    for _ in range(3):
-        t = time.perf_counter()
-        with open(out, "wb") as f:
-            subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer, stdout=f, check=True, env=env)
-        ts.append(time.perf_counter() - t)
-        assert out.stat().st_size == size, "smudge wrote the wrong number of bytes"
-    return size / statistics.median(ts) / 1e6
+from bench_store_v2 import du, run, smudge_mbs, states
 
 
 def main() -> None:
@@ -64,7 +48,7 @@ def main() -> None:
 
         def row(label: str) -> None:
             print(f"{label:28} stored {du(repo / '.git' / 'coral') / 1e6:8.1f} MB   oldest "
-                  f"{smudge_mbs(repo, oldest, root / 'out'):5.0f} MB/s   latest {smudge_mbs(repo, 'HEAD', root / 'out'):5.0f} MB/s",
+                  f"{smudge_mbs(repo, oldest, 3, out=root / 'out'):5.0f} MB/s   latest {smudge_mbs(repo, 'HEAD', 3, out=root / 'out'):5.0f} MB/s",
                   flush=True)
 
         print(f"{args.epochs} versions of a {args.mb} MiB float32 model; load {os.getloadavg()[0]:.1f}")

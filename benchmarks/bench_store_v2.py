@@ -65,6 +65,25 @@ def wait_gc(store: Path, timeout: float = 600) -> None:
                 time.sleep(0.2)
 
 
+def smudge_mbs(repo: Path, rev: str, runs: int, env: dict | None = None, out: Path | None = None) -> float:
+    """MB/s of ``git coral smudge`` of ``rev:model.safetensors`` (median of ``runs``), never through a direct
+    checkout (past 512 MiB that hands back the pointer). With ``out`` the bytes go to that file and their
+    count is checked; else to /dev/null."""
+    pointer = run(repo, "git", "cat-file", "blob", f"{rev}:model.safetensors").stdout
+    size = int(pointer.split(b"\n")[1].split()[1])
+    full_env = {**os.environ, **(env or {}), "CORAL_DIRECTCHECKOUTSIZE": "0"}
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        with open(out if out is not None else os.devnull, "wb") as f:
+            subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer, stdout=f,
+                           check=True, env=full_env)
+        ts.append(time.perf_counter() - t)
+        if out is not None:
+            assert out.stat().st_size == size, "smudge wrote the wrong number of bytes"
+    return size / statistics.median(ts) / 1e6
+
+
 def smudge_oldest(kind: str, root: Path, args, pythonpath: str | None) -> dict:
     """Stored size and smudge MB/s of the oldest of ``--smudge-epochs`` versions of a big model, after gc."""
     env = {"PYTHONPATH": pythonpath} if pythonpath else {}
@@ -83,19 +102,10 @@ def smudge_oldest(kind: str, root: Path, args, pythonpath: str | None) -> dict:
     t = time.perf_counter()
     run(repo, "git", "coral", "gc", "--prune=now", env=env)
     gc_s = time.perf_counter() - t
-    pointer = run(repo, "git", "cat-file", "blob", f"HEAD~{args.smudge_epochs - 1}:model.safetensors").stdout
-    size = int(pointer.split(b"\n")[1].split()[1])
     out = {f"big: size after gc ({args.smudge_mb} MiB x {args.smudge_epochs})": du(repo / ".git" / "coral"),
            "big: gc seconds": gc_s}
     for name, rev in (("oldest", f"HEAD~{args.smudge_epochs - 1}"), ("latest", "HEAD")):
-        pointer = run(repo, "git", "cat-file", "blob", f"{rev}:model.safetensors").stdout
-        ts = []
-        for _ in range(args.runs):
-            t = time.perf_counter()
-            subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer,
-                           stdout=subprocess.DEVNULL, check=True, env={**os.environ, **env, "CORAL_DIRECTCHECKOUTSIZE": "0"})
-            ts.append(time.perf_counter() - t)
-        out[f"big: smudge {name} MB/s"] = size / statistics.median(ts) / 1e6
+        out[f"big: smudge {name} MB/s"] = smudge_mbs(repo, rev, args.runs, env)
     shutil.rmtree(repo, ignore_errors=True)
     return out
 
@@ -154,15 +164,7 @@ def bench(kind: str, root: Path, args, pythonpath: str | None) -> dict:
             ts.append(time.perf_counter() - t)
         out[f"checkout {name}"] = statistics.median(ts)
     if kind != "git-lfs":
-        pointer = run(repo, "git", "cat-file", "blob", f"HEAD~{args.epochs - 1}:model.safetensors").stdout
-        size = int(pointer.split(b"\n")[1].split()[1])
-        ts = []
-        for _ in range(args.runs):
-            t = time.perf_counter()
-            subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer,
-                           stdout=subprocess.DEVNULL, check=True, env={**os.environ, **env, "CORAL_DIRECTCHECKOUTSIZE": "0"})
-            ts.append(time.perf_counter() - t)
-        out["smudge oldest MB/s"] = size / statistics.median(ts) / 1e6
+        out["smudge oldest MB/s"] = smudge_mbs(repo, f"HEAD~{args.epochs - 1}", args.runs, env)
     run(repo, "git", "checkout", "-q", "HEAD", "--", "model.safetensors", env=env)
     if args.smudge_mb and kind != "git-lfs":
         shutil.rmtree(repo, ignore_errors=True)
