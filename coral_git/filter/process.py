@@ -154,7 +154,6 @@ class Filter:
         self.candidates = repo.setting_int("coral.baseCandidates", MAX_CANDIDATES, 1, MAX_CANDIDATES)
         self.recent = RecentTensors(repo.store_root / "recent", limit=self.candidates)
         self.tmpdir = str(repo.store_root / "tmp")
-        self._index = None
         self._previous: dict[str, ptr.Pointer | None] = {}
         self._fetch_paths = None
         self.pending: direct.Pending | None = None
@@ -184,26 +183,18 @@ class Filter:
         if self.candidates == 1:
             return []
         if self._tracked is None:
-            self._tracked = TrackedTensors(self.repo.pygit)
+            self._tracked = TrackedTensors(self.repo.objects)
         return self._tracked(name, dtype, shape, chunk_bytes)
 
     def _read_previous(self, path: str) -> ptr.Pointer | None:
+        """The index's blob of ``path`` (stage 0), else HEAD's; read through git, never pygit2 (its import
+        alone costs a filter start-up ~50 ms)."""
         try:
-            r = self.repo.pygit
-            if self._index is None:
-                self._index = r.index
-            blob_id = None
-            try:
-                blob_id = self._index[path].id
-            except KeyError:
-                head = r.revparse_single("HEAD").peel(None)
-                tree = head.tree if hasattr(head, "tree") else head
-                blob_id = tree[path].id
-            obj = r[blob_id]
-            if obj.size > ptr.MAX_POINTER:
-                return None
-            data = obj.data
-            return ptr.try_parse(data)
+            for name in (f":{path}", f"HEAD:{path}"):
+                found = self.repo.objects.read(name, ptr.MAX_POINTER)
+                if found is not None:
+                    return ptr.try_parse(found[1]) if found[1] is not None else None
+            return None
         except Exception:
             return None
 
@@ -296,6 +287,7 @@ class Filter:
         """Write the files handed to git as pointers (git waits for its filter to exit)."""
         if self.pending is not None:
             self.pending.finish()
+        self.repo.objects.close()
 
     def spool(self, command: str = "", path: str = "") -> Spool | FreshSpool:
         """Where the content of one file goes; for clean, large safetensors files stream instead."""

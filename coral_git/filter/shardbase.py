@@ -56,8 +56,8 @@ class ShardBases:
         blob = blob_at(self.repo, spec, path)
         if blob is None:
             return None
-        obj = self.repo.pygit[blob]
-        return ptr.try_parse(obj.data) if obj.size <= ptr.MAX_POINTER else None
+        data = read_at(self.repo, blob, path, ptr.MAX_POINTER)
+        return ptr.try_parse(data) if data is not None else None
 
     def base(self, path: str, own: ptr.Pointer | None, chunk_bytes: int) -> ptr.Pointer | None:
         """``own`` (the previous version by path) plus, by name, the tensors it lacks from old shards."""

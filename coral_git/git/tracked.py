@@ -3,25 +3,27 @@
 Read once per filter session, only when a tensor needs candidates: the pointers staged in the index,
 committed in ``HEAD`` (the new commit's first parent) and, during a merge, in ``MERGE_HEAD``. The scan
 is bounded (``MAX_BLOBS`` blob headers per source): a work tree of many thousands of files costs a
-fixed, small time and may simply offer fewer candidates.
+fixed, small time and may simply offer fewer candidates. Objects are read through git
+(:class:`~coral_git.git.repo.ObjectReader`), never pygit2: this runs inside the filter process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from ..core import pointer as ptr
+from .repo import ObjectReader, run_git, tree_entries
 
 MAX_BLOBS = 2048
 Signature = tuple[str, str, tuple[int, ...], int]  # tensor name, dtype, shape, chunk size
+_TREE, _COMMIT = "40000", "160000"  # tree entry modes; every other mode is a blob
 
 
 class TrackedTensors:
     """``signature → chunk id tuples`` of the tensors in pointers the index and parents hold."""
 
-    def __init__(self, pygit: Any, max_blobs: int = MAX_BLOBS) -> None:
-        self.pygit = pygit
+    def __init__(self, objects: ObjectReader, max_blobs: int = MAX_BLOBS) -> None:
+        self.objects = objects
         self.max_blobs = max_blobs
         self._table: dict[Signature, list[tuple[str, ...]]] | None = None
 
@@ -35,57 +37,54 @@ class TrackedTensors:
 
     def _scan(self) -> dict[Signature, list[tuple[str, ...]]]:
         table: dict[Signature, list[tuple[str, ...]]] = {}
-        seen: set[Any] = set()
+        oids: list[str] = []
+        seen: set[str] = set()
         for oid in self._blob_ids():
-            if oid in seen:
-                continue
-            seen.add(oid)
-            p = self._pointer(oid)
-            if p is None:
-                continue
-            for t in p.tensors:
-                versions = table.setdefault((t.name, t.dtype, tuple(t.shape), p.chunk_bytes), [])
+            if oid not in seen:
+                seen.add(oid)
+                oids.append(oid)
+        heads = self.objects.info(oids)
+        small = [h[0] for h in heads if h is not None and h[1] == "blob" and h[2] <= ptr.MAX_POINTER]
+        for data in self.objects.contents(small):
+            p = _pointer(data)
+            for t in p.tensors if p is not None else ():
+                versions = table.setdefault((t.name, t.dtype, tuple(t.shape), p.chunk_bytes), [])  # type: ignore[union-attr]
                 if t.chunks not in versions:
                     versions.append(tuple(t.chunks))
         return table
 
-    def _blob_ids(self) -> Iterator[Any]:
-        r = self.pygit
-        for n, entry in enumerate(r.index):
-            if n >= self.max_blobs:
-                break
-            yield entry.id
+    def _blob_ids(self) -> Iterator[str]:
+        """The index's entries (in its order, every stage), then the blobs of HEAD's and MERGE_HEAD's trees."""
+        cwd = self.objects.cwd
+        proc = run_git(["ls-files", "-s", "-z"], cwd)
+        if proc.returncode == 0:
+            for n, rec in enumerate(r for r in proc.stdout.split(b"\0") if r):
+                if n >= self.max_blobs:
+                    break
+                yield rec.split(b" ", 2)[1].decode()  # "mode oid stage\tpath"
         for ref in ("HEAD", "MERGE_HEAD"):
-            try:
-                obj = r.revparse_single(ref).peel(None)
-            except Exception:  # no HEAD yet, no merge in progress
-                continue
-            yield from _tree_blobs(r, obj.tree if hasattr(obj, "tree") else obj, self.max_blobs)
+            root = self.objects.info([f"{ref}^{{tree}}"])[0]
+            if root is not None:  # no HEAD yet, no merge in progress
+                yield from self._tree_blobs(root[0])
 
-    def _pointer(self, oid: Any) -> ptr.Pointer | None:
-        try:
-            _, size = self.pygit.odb.read_header(oid)
-            if size > ptr.MAX_POINTER:
-                return None
-            data = self.pygit[oid].data
-        except Exception:
-            return None
-        if not ptr.looks_like_pointer(data):
-            return None
-        return ptr.try_parse(data)
+    def _tree_blobs(self, root: str) -> Iterator[str]:
+        """Blob ids under tree ``root``, at most ``max_blobs``: depth first, a tree's own blobs before
+        its subtrees, the last subtree first (the order of the pygit2 walk this replaces: the order
+        candidates are offered in)."""
+        stack, n = [root], 0
+        while stack:
+            data = self.objects.contents([stack.pop()])[0]
+            for mode, _, oid in tree_entries(data or b"", len(root)):
+                if mode == _TREE:
+                    stack.append(oid)
+                elif mode != _COMMIT:
+                    n += 1
+                    if n > self.max_blobs:
+                        return
+                    yield oid
 
 
-def _tree_blobs(r: Any, tree: Any, limit: int) -> Iterator[Any]:
-    """Blob ids in ``tree`` (recursively), at most ``limit``."""
-    import pygit2
-
-    stack, n = [tree], 0
-    while stack:
-        for e in stack.pop():
-            if e.type == pygit2.enums.ObjectType.BLOB:
-                n += 1
-                if n > limit:
-                    return
-                yield e.id
-            elif e.type == pygit2.enums.ObjectType.TREE:
-                stack.append(r[e.id])
+def _pointer(data: bytes | None) -> ptr.Pointer | None:
+    if data is None or not ptr.looks_like_pointer(data):
+        return None
+    return ptr.try_parse(data)
