@@ -9,6 +9,9 @@ import pkgutil
 import sys
 
 FAST = {"filter-process", "clean", "smudge"}
+# numpy's OpenBLAS starts one thread per core at import (and they spin now and then); the filter does no
+# linear algebra, so its entry points ask for one (setdefault: a user's own value wins)
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def _app():
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if argv and argv[0] in FAST:
+            for var in BLAS_THREADS:  # before numpy's import starts a BLAS thread pool the filter never uses
+                os.environ.setdefault(var, "1")
             from .filter import process as gitfilter
 
             if argv[0] == "filter-process":

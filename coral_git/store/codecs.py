@@ -7,6 +7,10 @@ the elements' bit patterns, never float arithmetic.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+import threading
 from typing import ClassVar
 
 import numpy as np
@@ -40,6 +44,44 @@ def _elem(raw_len: int, itemsize: int) -> int:
     return itemsize if itemsize in _UINT and raw_len % itemsize == 0 else 1
 
 
+def _zstd_class() -> type:
+    """numcodecs' ``Zstd`` (its compiled zstd: every stored byte depends on it), without the package import.
+
+    ``import numcodecs`` registers every codec, starts blosc's threads and scans all installed packages'
+    entry points: 35-45 ms of a filter's start-up for one class. Its C module ``numcodecs.zstd`` only needs
+    the package's ``__path__`` to import its helpers, so it is loaded under a bare package object that is
+    removed again; a later ``import numcodecs`` runs the real package and finds the same modules.
+    """
+    with _ZSTD_LOCK:  # codecs are made on worker threads: none may see the bare package object
+        return _load_zstd()
+
+
+_ZSTD_LOCK = threading.Lock()
+
+
+def _load_zstd() -> type:
+    if "numcodecs" in sys.modules:
+        from numcodecs import Zstd
+
+        return Zstd
+    try:
+        z = sys.modules.get("numcodecs.zstd")
+        if z is None:
+            spec = importlib.util.find_spec("numcodecs")
+            if spec is None or spec.submodule_search_locations is None:
+                raise ImportError("numcodecs")
+            sys.modules["numcodecs"] = importlib.util.module_from_spec(spec)  # __path__ only, no __init__
+            try:
+                z = importlib.import_module("numcodecs.zstd")
+            finally:
+                del sys.modules["numcodecs"]
+        return z.Zstd
+    except Exception:  # a numcodecs laid out differently: the ordinary import
+        from numcodecs import Zstd
+
+        return Zstd
+
+
 class Codec:
     """Base class; subclasses register themselves by ``code``."""
 
@@ -53,9 +95,7 @@ class Codec:
         Codec.registry[cls.code] = cls
 
     def __init__(self, level: int = 1) -> None:
-        from numcodecs import Zstd  # on first use: numcodecs' package import costs a filter's start-up ~30 ms
-
-        self.zstd = Zstd(level=level)
+        self.zstd = _zstd_class()(level=level)
 
     def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
         raise NotImplementedError
