@@ -7,9 +7,10 @@ them. This module is at the bottom of the package: it imports nothing from coral
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only for the fp8 tables: the filter's start-up imports this module without it
+    import numpy as np
 
 # Bits per element for every dtype code we know. Codes follow safetensors; torch dtypes are mapped
 # onto them by the torch reader. Sub-byte dtypes (F4, F6_*) are chunked as plain bytes.
@@ -77,6 +78,8 @@ def fp8_values(dtype: str) -> np.ndarray:
 
 
 def _fp8_table(dtype: str) -> np.ndarray:
+    import numpy as np
+
     out = np.empty(256, dtype=np.float64)
     if dtype == "F8_E8M0":
         out[:] = [2.0 ** (c - 127) for c in range(256)]

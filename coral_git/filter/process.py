@@ -12,27 +12,52 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
-from typing import BinaryIO
+from functools import cached_property
+from typing import TYPE_CHECKING, BinaryIO
 
 import xxhash
 
 from ..core import pointer as ptr
-from ..core.mapped import MappedFile
 from ..errors import CoralError, FormatError, PointerError, StoreError
 from ..git.install import ensure_hooks
 from ..git.repo import Repo, find_repo
-from ..git.tracked import TrackedTensors
-from ..store.basechoice import MAX_CANDIDATES
-from ..store.recent import RecentTensors
 from ..ui import ByteMeter, log
-from . import direct
-from .clean import clean
 from .fresh import ENV as FRESH_ENV
-from .fresh import FreshSpool, fresh_pointers
+from .fresh import CachedSpool, CleanCache, FreshSpool, fresh_pointers
 from .pktline import PktReader, PktWriter
-from .shardbase import ShardBases
-from .smudge import smudge
-from .streamclean import Fallback, StreamingClean
+
+if TYPE_CHECKING:
+    from ..core.mapped import MappedFile
+    from ..git.tracked import TrackedTensors
+    from ..store.chunkstore import ChunkStore
+    from ..store.recent import RecentTensors
+    from . import direct
+    from .shardbase import ShardBases
+    from .streamclean import StreamingClean
+
+_LOADED = False
+
+
+def _load() -> None:
+    """Import the clean/smudge machinery (numpy, the store, codecs, format readers: ~60 ms) on the first
+    request that needs it. A session git starts only to re-check a file it just added (``git commit``
+    after ``git add``, racy-git) is answered from the clean cache (filter/fresh.py) without it."""
+    global _LOADED, MappedFile, TrackedTensors, MAX_CANDIDATES, RecentTensors, direct, clean, ShardBases
+    global smudge, Fallback, StreamingClean
+    if _LOADED:
+        return
+    from ..core.mapped import MappedFile
+    from ..git.tracked import TrackedTensors
+    from ..store.basechoice import MAX_CANDIDATES
+    from ..store.recent import RecentTensors
+    from . import direct
+    from .clean import clean
+    from .shardbase import ShardBases
+    from .smudge import smudge
+    from .streamclean import Fallback, StreamingClean
+
+    _LOADED = True
+
 
 SPOOL_IN_MEMORY = 8 << 20
 # builds the store's on-demand fetcher for a repository (remote.fetch.make_fetcher; the CLI passes it in,
@@ -83,7 +108,7 @@ class Spool:
             try:
                 self.stream.feed(data)
                 return
-            except Fallback:
+            except Fallback:  # loaded (_load) before any stream exists
                 self._to_file()
         if self.file is None and len(self.mem) + len(data) <= self.mem_limit:
             self.mem += data
@@ -131,6 +156,7 @@ class Spool:
         if self.file is None:
             return bytes(self.mem)
         self.file.flush()
+        _load()
         self._map = MappedFile(self.file.fileno())
         return self._map
 
@@ -148,11 +174,7 @@ class Filter:
 
     def __init__(self, repo: Repo, fetcher: FetcherFactory | None = None) -> None:
         self.repo = repo
-        self.store = repo.store
-        # coral.baseCandidates: how many versions a tensor at a new path may try as its base (1: the
-        # most recently stored one only, no trial encode)
-        self.candidates = repo.setting_int("coral.baseCandidates", MAX_CANDIDATES, 1, MAX_CANDIDATES)
-        self.recent = RecentTensors(repo.store_root / "recent", limit=self.candidates)
+        self._fetcher = fetcher
         self.tmpdir = str(repo.store_root / "tmp")
         self._previous: dict[str, ptr.Pointer | None] = {}
         self._fetch_paths = None
@@ -160,10 +182,46 @@ class Filter:
         # files a direct checkout just wrote (only set in the refresh it runs: read settings only then,
         # so a bad setting is reported per file, inside the protocol, not as a dead filter)
         self.fresh = fresh_pointers(repo.chunk_bytes) if os.environ.get(FRESH_ENV) else {}
-        self._shards = ShardBases(repo)
         self._tracked: TrackedTensors | None = None
-        if fetcher is not None:
-            self.store.fetcher = fetcher(repo)  # missing chunks come from the remote store on demand
+        # the store, codecs and settings below are set up on first use: a session that only re-checks
+        # files it just cleaned is answered from the clean cache without them
+        self.cache = CleanCache(repo.git_dir, repo.worktree, SPOOL_IN_MEMORY)
+        self._stat: dict[str, str | None] = {}  # stat data of each file to clean, taken before git sends it
+
+    @cached_property
+    def store(self) -> ChunkStore:
+        _load()
+        store = self.repo.store
+        if self._fetcher is not None:
+            store.fetcher = self._fetcher(self.repo)  # missing chunks come from the remote store on demand
+        return store
+
+    @cached_property
+    def candidates(self) -> int:
+        """coral.baseCandidates: how many versions a tensor at a new path may try as its base (1: the
+        most recently stored one only, no trial encode)."""
+        _load()
+        return self.repo.setting_int("coral.baseCandidates", MAX_CANDIDATES, 1, MAX_CANDIDATES)
+
+    @cached_property
+    def recent(self) -> RecentTensors:
+        _load()
+        return RecentTensors(self.repo.store_root / "recent", limit=self.candidates)
+
+    @cached_property
+    def _shards(self) -> ShardBases:
+        _load()
+        return ShardBases(self.repo)
+
+    def _ready(self) -> None:
+        """Load the clean/smudge machinery and open the store (with its remote fetcher)."""
+        _load()
+        self.store  # noqa: B018
+
+    @property
+    def wrote_objects(self) -> bool:
+        """True when this session stored objects (without opening a store it never needed)."""
+        return "store" in self.__dict__ and self.store.written > 0
 
     def previous(self, path: str) -> ptr.Pointer | None:
         """The pointer of ``path`` in the index (or HEAD): the delta base for its new version."""
@@ -218,12 +276,17 @@ class Filter:
         """The pointer text for the file received in ``spool`` (streamed in, or cleaned now)."""
         streamed = spool.streamed()
         if streamed is not None:
-            return self._keep_staged(streamed.encode(), path)
+            text = streamed.encode()
+            self.cache.record(path, self._stat.pop(path, None), text)
+            return self._keep_staged(text, path)
+        self._ready()  # also for a cached spool whose content turned out to be another file
         data = spool.view()
         head = bytes(data.view()[:64]) if isinstance(data, MappedFile) else data[:64]
         if ptr.is_textconv(head):  # git blame of the work-tree file: not a model, give it back as it is
             return data if isinstance(data, bytes) else bytes(data.view())
-        return self._keep_staged(self.clean(data, path, spool.file_id), path)
+        text = self.clean(data, path, spool.file_id)
+        self.cache.record(path, self._stat.pop(path, None), text)
+        return self._keep_staged(text, path)
 
     def _keep_staged(self, text: bytes, path: str) -> bytes:
         """The staged pointer when it names exactly these bytes in an older form, else ``text``.
@@ -287,12 +350,19 @@ class Filter:
         """Write the files handed to git as pointers (git waits for its filter to exit)."""
         if self.pending is not None:
             self.pending.finish()
+        self.cache.save()
         self.repo.objects.close()
 
     def spool(self, command: str = "", path: str = "") -> Spool | FreshSpool:
         """Where the content of one file goes; for clean, large safetensors files stream instead."""
         if command == "clean" and path in self.fresh:
             return FreshSpool(self.fresh[path], path)
+        if command == "clean":
+            key = self._stat[path] = self.cache.stat_key(path)
+            hit = self.cache.lookup(path, key, lambda: self.repo.chunk_bytes)
+            if hit is not None:
+                return CachedSpool(hit, self.repo.store_root, Spool(self.tmpdir))
+        self._ready()
         if command != "clean" or os.environ.get("CORAL_NO_STREAM"):
             return Spool(self.tmpdir)
 
@@ -376,7 +446,7 @@ def _loop(rd: PktReader, wr: PktWriter, flt: Filter, delayed) -> int:
             header = rd.read_text_list()
         except EOFError:
             flt.finish()
-            if flt.store.written:  # the session stored objects: maybe time for maintenance
+            if flt.wrote_objects:  # the session stored objects: maybe time for maintenance
                 from ..git.autogc import maybe_spawn  # here: only sessions that stored objects pay its imports
 
                 maybe_spawn(flt.repo)

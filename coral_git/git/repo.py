@@ -10,11 +10,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 
 from ..core.chunking import DEFAULT_CHUNK_BYTES
 from ..errors import NotARepositoryError, UsageError
-from ..store.chunkstore import DEFAULT_ADD_CHAIN, DEFAULT_MAX_CHAIN, ChunkStore
+
+if TYPE_CHECKING:  # the store pulls in numpy: a filter answering from its clean cache never loads it
+    from ..store.chunkstore import ChunkStore
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # coral.workers when unset
 
@@ -219,6 +221,7 @@ class Repo:
 
     @cached_property
     def store(self) -> ChunkStore:
+        from ..store.chunkstore import DEFAULT_ADD_CHAIN, DEFAULT_MAX_CHAIN, ChunkStore
         from ..store.packs import attach
 
         store = ChunkStore(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
-import secrets
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -255,6 +254,8 @@ def write_pack(root: Path, items: list[PackItem], on_item: Callable[[int], None]
     n = len(items)
     objects_at = HEADER.size + FANOUT_SIZE + n * ENTRY.size
     table: list[tuple[bytes, int, int, int, int]] = []
+    import secrets  # here, not at the top: the filter loads this module (pack reads) but never writes packs
+
     tmp = root / f".tmp-pack-{os.getpid()}-{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444)
     try:
