@@ -111,7 +111,7 @@ class CleanCache:
         """The recorded pointer of ``path`` when the file still has the stat data recorded with it."""
         if key is None:
             return None
-        rec = self._load().get(path)
+        rec = self._new.get(path) or self._load().get(path)  # this session's own cleans first
         if rec is None or rec[0] != key:
             return None
         p = ptr.parse_or_none(rec[1])
