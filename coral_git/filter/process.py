@@ -42,7 +42,7 @@ def _load() -> None:
     """Import the clean/smudge machinery (numpy, the store, codecs, format readers: ~60 ms) on the first
     request that needs it. A session git starts only to re-check a file it just added (``git commit``
     after ``git add``, racy-git) is answered from the clean cache (filter/fresh.py) without it."""
-    global _LOADED, MappedFile, TrackedTensors, MAX_CANDIDATES, RecentTensors, direct, clean, ShardBases
+    global _LOADED, MappedFile, TrackedTensors, MAX_CANDIDATES, RecentTensors, clean, ShardBases
     global smudge, Fallback, StreamingClean
     if _LOADED:
         return
@@ -50,7 +50,6 @@ def _load() -> None:
     from ..git.tracked import TrackedTensors
     from ..store.basechoice import MAX_CANDIDATES
     from ..store.recent import RecentTensors
-    from . import direct
     from .clean import clean
     from .shardbase import ShardBases
     from .smudge import smudge
@@ -328,6 +327,8 @@ class Filter:
             raise PointerError(
                 f"the stored pointer is damaged ({exc}); restore it, e.g. 'git checkout <good-rev> -- {path}'"
             ) from None
+        from . import direct  # smudge only (a clean session never loads it)
+
         if path and direct.wants_direct(self.repo, p):
             # too large to pass through git's memory: git gets the pointer, coral writes the file
             # itself once git is done (see filter/direct.py)
