@@ -9,7 +9,6 @@ import fcntl
 import os
 import sys
 import tempfile
-import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from functools import cached_property
@@ -387,6 +386,8 @@ def _report(exc: BaseException, path: str) -> None:
     else:
         log(f"{path}: internal error ({type(exc).__name__}: {exc}); rerun with CORAL_DEBUG=1 for details")
     if os.environ.get("CORAL_DEBUG"):
+        import traceback
+
         traceback.print_exception(exc, file=sys.stderr)
 
 
