@@ -165,7 +165,28 @@ class CleanCache:
 
 
 def _magic() -> bytes:
-    return CACHE_MAGIC + str(ptr.VERSION).encode()
+    """The cache's header: its format, the pointer version and :func:`_code_stamp`."""
+    return CACHE_MAGIC + f"{ptr.VERSION} {_code_stamp()}".encode()
+
+
+_STAMP: list[int] = []
+
+
+def _code_stamp() -> int:
+    """The newest modification time of the modules a pointer depends on (clean, chunking, format
+    readers): records written by other code (an upgrade, an edit of an editable install) are not
+    reused, so a re-check returns what this code's clean would. ~40 stats, once per process."""
+    if not _STAMP:
+        pkg = Path(__file__).resolve().parent.parent
+        newest = 0
+        for sub in ("filter", "formats", "core", "store"):
+            try:
+                with os.scandir(pkg / sub) as it:
+                    newest = max([newest, *(e.stat().st_mtime_ns for e in it if e.name.endswith(".py"))])
+            except OSError:
+                pass
+        _STAMP.append(newest)
+    return _STAMP[0]
 
 
 def stored(root: Path, ids: set[str]) -> bool:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from helpers import git, make_state, new_repo, save_safetensors
+from helpers import git, make_state, save_safetensors
 
 from coral_git.core import pointer as ptr
 
