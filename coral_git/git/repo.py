@@ -58,65 +58,69 @@ T = TypeVar("T")
 
 
 class ObjectReader:
-    """Object reads through one ``git cat-file --batch-command`` process, started on first use.
+    """Object reads through ``git cat-file --batch-check`` (headers) and ``--batch`` (contents), each
+    one process started on first use.
 
     The filter's lookups (a path's previous pointer, the pointers other paths hold) go through git
     itself: importing pygit2 and loading the index cost a filter start-up ~70 ms, a pipe round trip
-    to this process a few µs. ``names`` are anything git's object-name syntax takes (``:PATH`` for the
-    index, ``HEAD:PATH``, an object id).
+    to these processes a few µs. ``names`` are anything git's object-name syntax takes (``:PATH`` for
+    the index, ``HEAD:PATH``, an object id). Plain ``--batch``/``--batch-check`` (every git version),
+    not ``--batch-command`` (git >= 2.36): headers first, so contents are only asked for what is small.
     """
 
-    CHUNK = 16 << 10  # command bytes per flush: always fits a pipe, so git's answers cannot deadlock us
+    CHUNK = 16 << 10  # request bytes written at once: always fits a pipe, so git's answers cannot deadlock us
 
     def __init__(self, cwd: Path | str | None) -> None:
         self.cwd = cwd
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._stops: dict[str, weakref.finalize] = {}
         self._lock = threading.Lock()  # one request/answer exchange at a time (clean's worker threads)
 
-    def _start(self) -> subprocess.Popen[bytes]:
-        if self._proc is None:
-            self._proc = subprocess.Popen(
-                ["git", "cat-file", "--batch-command", "--buffer"],
+    def _start(self, mode: str) -> subprocess.Popen[bytes]:
+        proc = self._procs.get(mode)
+        if proc is None:
+            proc = self._procs[mode] = subprocess.Popen(
+                ["git", "cat-file", mode],
                 cwd=self.cwd,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
             )
-            self._stop = weakref.finalize(self, _stop, self._proc)
-        return self._proc
+            self._stops[mode] = weakref.finalize(self, _stop, proc)
+        return proc
 
-    def _run(self, commands: list[str], read: Callable[[IO[bytes]], T]) -> list[T]:
-        with self._lock:
-            return self._exchange(commands, read)
-
-    def _exchange(self, commands: list[str], read: Callable[[IO[bytes]], T]) -> list[T]:
-        proc = self._start()
-        assert proc.stdin is not None and proc.stdout is not None
-        out: list[T] = []
-        i = 0
-        while i < len(commands):
-            part: list[bytes] = []
-            size = 0
-            while i < len(commands) and (not part or size < self.CHUNK):
-                line = commands[i].encode("utf-8", "surrogateescape") + b"\n"
-                part.append(line)
-                size += len(line)
-                i += 1
-            proc.stdin.write(b"".join(part) + b"flush\n")
-            proc.stdin.flush()
-            out.extend(read(proc.stdout) for _ in part)
-        return out
-
-    def info(self, names: list[str]) -> list[tuple[str, str, int] | None]:
-        """``(oid, type, size)`` per name, None for a name that does not resolve."""
+    def _run(self, mode: str, names: list[str], read: Callable[[IO[bytes]], T]) -> list[T]:
         bad = [n for n in names if "\n" in n]
         if bad:
             raise ValueError(f"object name with a newline: {bad[0]!r}")
-        return self._run([f"info {n}" for n in names], _read_header)
+        with self._lock:
+            proc = self._start(mode)
+            assert proc.stdin is not None and proc.stdout is not None
+            out: list[T] = []
+            i = 0
+            while i < len(names):
+                part: list[bytes] = []
+                size = 0
+                while i < len(names) and (not part or size < self.CHUNK):
+                    line = names[i].encode("utf-8", "surrogateescape") + b"\n"
+                    part.append(line)
+                    size += len(line)
+                    i += 1
+                try:
+                    proc.stdin.write(b"".join(part))
+                    proc.stdin.flush()
+                except BrokenPipeError:
+                    raise UsageError("git cat-file stopped answering") from None
+                out.extend(read(proc.stdout) for _ in part)
+            return out
+
+    def info(self, names: list[str]) -> list[tuple[str, str, int] | None]:
+        """``(oid, type, size)`` per name, None for a name that does not resolve."""
+        return self._run("--batch-check", names, _read_header)
 
     def contents(self, oids: list[str]) -> list[bytes | None]:
         """The bytes of each object (ids from :meth:`info`; callers check sizes first)."""
-        return self._run([f"contents {o}" for o in oids], _read_object)
+        return self._run("--batch", oids, _read_object)
 
     def read(self, name: str, limit: int) -> tuple[str, bytes | None] | None:
         """``(oid, bytes)`` of object ``name``; bytes None when the object is larger than ``limit``."""
@@ -127,10 +131,12 @@ class ObjectReader:
         return oid, (self.contents([oid])[0] if size <= limit else None)
 
     def close(self) -> None:
-        """End the git process (also done at exit and when the reader is collected)."""
-        if self._proc is not None:
-            self._proc = None
-            self._stop()
+        """End the git processes (also done at exit and when the reader is collected)."""
+        with self._lock:
+            self._procs.clear()
+            for stop in self._stops.values():
+                stop()
+            self._stops.clear()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
