@@ -359,7 +359,10 @@ class Filter:
             return FreshSpool(self.fresh[path], path)
         if command == "clean":
             key = self._stat[path] = self.cache.stat_key(path)
-            hit = self.cache.lookup(path, key, lambda: self.repo.chunk_bytes)
+            try:
+                hit = self.cache.lookup(path, key, lambda: self.repo.chunk_bytes)
+            except CoralError:  # e.g. a chunk size .coralconfig disagrees with: the clean reports it per file
+                hit = None
             if hit is not None:
                 return CachedSpool(hit, self.repo.store_root, Spool(self.tmpdir))
         self._ready()
