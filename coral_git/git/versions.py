@@ -1,8 +1,8 @@
 """A path in one version of the work: a revision, the index (``""``) or the work tree (None).
 
-The same spelling as :func:`coral_git.open`'s ``rev``. Reads go through one ``git cat-file
---batch-command`` per repository (:class:`~coral_git.git.repo.ObjectReader`): no subprocess per
-lookup, and no pygit2 import in the filter process, which calls this for shard bases.
+The same spelling as :func:`coral_git.open`'s ``rev``. Reads go through the repository's long-lived
+``git cat-file`` processes (:class:`~coral_git.git.repo.ObjectReader`): no subprocess per lookup, and
+no pygit2 import in the filter process, which calls this for shard bases.
 """
 
 from __future__ import annotations
