@@ -7,6 +7,7 @@ the elements' bit patterns, never float arithmetic.
 
 from __future__ import annotations
 
+import threading
 from typing import ClassVar
 
 import numpy as np
@@ -24,15 +25,60 @@ def group_bytes(raw: np.ndarray, elem: int) -> np.ndarray:
     return np.ascontiguousarray(raw.reshape(-1, elem).T)
 
 
-def ungroup_bytes(planes: np.ndarray, elem: int) -> np.ndarray:
+def ungroup_bytes(planes: np.ndarray, elem: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The inverse of :func:`group_bytes`, written into ``out`` (uint8, same size) when given."""
     if elem == 1:
-        return planes
+        if out is None:
+            return planes
+        np.copyto(out, planes)
+        return out
     # one strided copy per plane is ~3x faster in numpy than a transposing copy of the whole block
     q = planes.reshape(elem, -1)
-    out = np.empty((q.shape[1], elem), dtype=np.uint8)
+    if out is None:
+        out = np.empty(planes.size, dtype=np.uint8)
+    o = out.reshape(-1, elem)
     for i in range(elem):
-        out[:, i] = q[i]
-    return out.reshape(-1)
+        o[:, i] = q[i]
+    return out
+
+
+_tls = threading.local()
+
+
+def scratch(slot: str, nbytes: int) -> np.ndarray:
+    """A uint8 buffer of ``nbytes`` owned by this thread, reused from call to call under the same ``slot``.
+
+    Decoding a chunk needs a few chunk-sized temporaries; fresh ones cost more than the decode
+    itself (every new multi-MiB allocation is mmapped, page-faulted and zeroed by the kernel: a third
+    of a smudge's CPU was system time). The caller must be done with a slot's buffer before it asks for
+    the same slot again on the same thread.
+    """
+    bufs: dict[str, np.ndarray] | None = getattr(_tls, "bufs", None)
+    if bufs is None:
+        bufs = _tls.bufs = {}
+    b = bufs.get(slot)
+    if b is None or b.size < nbytes:
+        b = bufs[slot] = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+    return b[:nbytes]
+
+
+def _out(out: np.ndarray | None, raw_len: int) -> np.ndarray:
+    if out is None:
+        return np.empty(raw_len, dtype=np.uint8)
+    if out.size != raw_len or out.dtype != np.uint8:
+        raise ValueError(f"output buffer has {out.size} bytes, header says {raw_len}")
+    return out
+
+
+def _unzigzag_add(z: np.ndarray, base: np.ndarray, e: int) -> None:
+    """``z = unzigzag(z) + base`` in place, wrapping, on ``e``-byte words; one scratch temporary."""
+    u = _UINT[e]
+    sign = scratch("sign", z.nbytes).view(u)
+    np.bitwise_and(z, u(1), out=sign)
+    np.negative(sign, out=sign)
+    np.right_shift(z, u(1), out=z)
+    np.bitwise_xor(z, sign, out=z)
+    np.add(z, base.view(u), out=z)
 
 
 def _elem(raw_len: int, itemsize: int) -> int:
@@ -60,14 +106,22 @@ class Codec:
     def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
         raise NotImplementedError
 
-    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+    def decode(
+        self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The raw bytes (uint8, ``raw_len``), written into ``out`` when given (then returned).
+        Without ``out`` the result may be a view of ``payload``. ``out`` must not overlap ``base``."""
         raise NotImplementedError
 
-    def _unzstd(self, payload: bytes, raw_len: int) -> np.ndarray:
-        out = np.empty(raw_len, dtype=np.uint8)
+    def _unzstd(self, payload: bytes, raw_len: int, out: np.ndarray | None = None) -> np.ndarray:
+        out = _out(out, raw_len)
         if raw_len:
             self.zstd.decode(payload, out=out)
         return out
+
+    def _planes(self, payload: bytes, raw_len: int) -> np.ndarray:
+        """The zstd frame of ``payload`` decoded into this thread's scratch buffer."""
+        return self._unzstd(payload, raw_len, scratch("planes", raw_len))
 
 
 class RawCodec(Codec):
@@ -79,10 +133,15 @@ class RawCodec(Codec):
     def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
         return raw.tobytes()
 
-    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
-        out = np.frombuffer(payload, dtype=np.uint8)
-        if out.size != raw_len:
-            raise ValueError(f"raw payload has {out.size} bytes, header says {raw_len}")
+    def decode(
+        self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        got = np.frombuffer(payload, dtype=np.uint8)
+        if got.size != raw_len:
+            raise ValueError(f"raw payload has {got.size} bytes, header says {raw_len}")
+        if out is None:
+            return got
+        np.copyto(_out(out, raw_len), got)
         return out
 
 
@@ -95,8 +154,13 @@ class GroupZstdCodec(Codec):
     def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
         return bytes(self.zstd.encode(group_bytes(raw, _elem(raw.size, itemsize))))
 
-    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
-        return ungroup_bytes(self._unzstd(payload, raw_len), _elem(raw_len, itemsize))
+    def decode(
+        self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        e = _elem(raw_len, itemsize)
+        if e == 1:
+            return self._unzstd(payload, raw_len, out)
+        return ungroup_bytes(self._planes(payload, raw_len), e, _out(out, raw_len))
 
 
 class SubZigzagCodec(Codec):
@@ -113,17 +177,19 @@ class SubZigzagCodec(Codec):
         z = ((d << 1) ^ (d >> (8 * e - 1))).view(np.uint8)
         return bytes(self.zstd.encode(group_bytes(z, e)))
 
-    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+    def decode(
+        self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         assert base is not None and base.size == raw_len
         e = _elem(raw_len, itemsize)
-        z = ungroup_bytes(self._unzstd(payload, raw_len), e).view(_UINT[e])
-        # unzigzag in place: d = (z >> 1) ^ -(z & 1), then add the base (all wrapping)
-        sign = z & 1
-        np.negative(sign, out=sign)
-        z >>= 1
-        z ^= sign
-        z += base.view(_UINT[e])
-        return z.view(np.uint8)
+        out = _out(out, raw_len)
+        # planes (scratch) -> zigzagged words in ``out`` -> unzigzag and add the base in place
+        if e == 1:
+            self._unzstd(payload, raw_len, out)
+        else:
+            ungroup_bytes(self._planes(payload, raw_len), e, out)
+        _unzigzag_add(out.view(_UINT[e]), base, e)
+        return out
 
 
 class XorCodec(Codec):
@@ -137,9 +203,18 @@ class XorCodec(Codec):
         assert base is not None and base.size == raw.size
         return bytes(self.zstd.encode(group_bytes(raw ^ base, _elem(raw.size, itemsize))))
 
-    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+    def decode(
+        self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         assert base is not None and base.size == raw_len
-        return ungroup_bytes(self._unzstd(payload, raw_len), _elem(raw_len, itemsize)) ^ base
+        e = _elem(raw_len, itemsize)
+        out = _out(out, raw_len)
+        if e == 1:
+            self._unzstd(payload, raw_len, out)
+        else:
+            ungroup_bytes(self._planes(payload, raw_len), e, out)
+        np.bitwise_xor(out, base, out=out)
+        return out
 
 
 class RotPlanesCodec(Codec):
@@ -160,17 +235,21 @@ class RotPlanesCodec(Codec):
             pc.put_stream(out, planes[k], self.zstd)
         return b"".join(out)
 
-    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+    def decode(
+        self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         e = _elem(raw_len, itemsize)
         u = pc.UINT[e]
-        planes = np.empty((e, raw_len // e), dtype=np.uint8)
+        planes = scratch("planes", raw_len).reshape(e, raw_len // e)
         rd = pc.StreamReader(payload, self.zstd)
         for k in range(e):
             rd.take(planes.shape[1], out=planes[k])
         rd.done()
-        r = ungroup_bytes(planes.reshape(-1), e).view(u)
-        v = r >> np.array(1, u)
-        v |= r << np.array(8 * e - 1, u)
+        r = ungroup_bytes(planes.reshape(-1), e, scratch("rot", raw_len)).view(u)
+        v = _out(out, raw_len).view(u)
+        np.right_shift(r, np.array(1, u), out=v)
+        np.left_shift(r, np.array(8 * e - 1, u), out=r)
+        np.bitwise_or(v, r, out=v)
         return v.view(np.uint8)
 
 
@@ -251,7 +330,16 @@ class SubZigzagPlanesCodec(Codec):
                     pc.put_stream(out, planes[k, lo:hi], self.zstd)
         return b"".join(out)
 
-    def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
+    def decode(
+        self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        got = self._decode(payload, itemsize, raw_len, base)
+        if out is None:
+            return got
+        np.copyto(_out(out, raw_len), got)
+        return out
+
+    def _decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None) -> np.ndarray:
         assert base is not None and base.size == raw_len
         e = _elem(raw_len, itemsize)
         n = raw_len // e
