@@ -16,6 +16,7 @@ from . import planecoding as pc
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _INT = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+_LE = {2: np.dtype("<u2"), 4: np.dtype("<u4")}
 
 
 def group_bytes(raw: np.ndarray, elem: int) -> np.ndarray:
@@ -26,19 +27,28 @@ def group_bytes(raw: np.ndarray, elem: int) -> np.ndarray:
 
 
 def ungroup_bytes(planes: np.ndarray, elem: int, out: np.ndarray | None = None) -> np.ndarray:
-    """The inverse of :func:`group_bytes`, written into ``out`` (uint8, same size) when given."""
-    if elem == 1:
-        if out is None:
-            return planes
-        np.copyto(out, planes)
-        return out
-    # one strided copy per plane is ~3x faster in numpy than a transposing copy of the whole block
-    q = planes.reshape(elem, -1)
+    """The inverse of :func:`group_bytes`, written into ``out`` (uint8, same size) when given.
+
+    2- and 4-byte elements are built as little-endian words, highest plane first (``w = w << 8 |
+    plane``): contiguous widening casts and shifts, 1.4x (fp32) to 2.9x (bf16) faster in numpy than
+    one strided byte copy per plane (each byte its own store, the top user-space cost of a smudge).
+    8-byte words take 15 passes: there the strided copies are faster."""
     if out is None:
         out = np.empty(planes.size, dtype=np.uint8)
-    o = out.reshape(-1, elem)
-    for i in range(elem):
-        o[:, i] = q[i]
+    if elem == 1:
+        np.copyto(out, planes)
+        return out
+    q = planes.reshape(elem, -1)
+    if elem not in (2, 4):
+        o = out.reshape(-1, elem)
+        for i in range(elem):
+            o[:, i] = q[i]
+        return out
+    w = out.view(_LE[elem])
+    np.copyto(w, q[elem - 1])
+    for i in range(elem - 2, -1, -1):
+        np.left_shift(w, 8, out=w)
+        np.bitwise_or(w, q[i], out=w)
     return out
 
 
