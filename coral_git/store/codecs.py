@@ -53,6 +53,7 @@ def ungroup_bytes(planes: np.ndarray, elem: int, out: np.ndarray | None = None) 
 
 
 _tls = threading.local()
+SCRATCH_KEEP = 16 << 20  # larger temporaries are not kept: a long-lived thread holds a few of them at most
 
 
 def scratch(slot: str, nbytes: int) -> np.ndarray:
@@ -61,8 +62,10 @@ def scratch(slot: str, nbytes: int) -> np.ndarray:
     Decoding a chunk needs a few chunk-sized temporaries; fresh ones cost more than the decode
     itself (every new multi-MiB allocation is mmapped, page-faulted and zeroed by the kernel: a third
     of a smudge's CPU was system time). The caller must be done with a slot's buffer before it asks for
-    the same slot again on the same thread.
+    the same slot again on the same thread. Buffers above ``SCRATCH_KEEP`` are fresh each time.
     """
+    if nbytes > SCRATCH_KEEP:
+        return np.empty(nbytes, dtype=np.uint8)
     bufs: dict[str, np.ndarray] | None = getattr(_tls, "bufs", None)
     if bufs is None:
         bufs = _tls.bufs = {}
@@ -256,11 +259,12 @@ class RotPlanesCodec(Codec):
             rd.take(planes.shape[1], out=planes[k])
         rd.done()
         r = ungroup_bytes(planes.reshape(-1), e, scratch("rot", raw_len)).view(u)
-        v = _out(out, raw_len).view(u)
+        out = _out(out, raw_len)
+        v = out.view(u)
         np.right_shift(r, np.array(1, u), out=v)
         np.left_shift(r, np.array(8 * e - 1, u), out=r)
         np.bitwise_or(v, r, out=v)
-        return v.view(np.uint8)
+        return out
 
 
 class SubZigzagPlanesCodec(Codec):

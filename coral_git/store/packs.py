@@ -139,7 +139,7 @@ class Pack:
         mv = memoryview(buffer(e.length))
         got = 0
         while got < e.length:
-            k = os.preadv(self.file.fileno(), [mv[got:]], e.offset + got)
+            k = _preadv(self.file.fileno(), mv[got:], e.offset + got)
             if k == 0:
                 raise CorruptObjectError(e.cid, f"pack {self.path.name} is truncated before this object")
             got += k
@@ -159,6 +159,15 @@ class Pack:
             self.mm.close()
         except BufferError:
             pass  # a view is alive; the mapping goes with it
+
+
+def _preadv(fd: int, into: memoryview, offset: int) -> int:
+    """``pread`` into ``into`` without an intermediate bytes object where the OS has ``preadv``."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [into], offset)
+    data = os.pread(fd, len(into), offset)
+    into[: len(data)] = data
+    return len(data)
 
 
 class PackSource:
