@@ -33,11 +33,13 @@ def ungroup_bytes(planes: np.ndarray, elem: int, out: np.ndarray | None = None) 
     plane``): contiguous widening casts and shifts, 1.4x (fp32) to 2.9x (bf16) faster in numpy than
     one strided byte copy per plane (each byte its own store, the top user-space cost of a smudge).
     8-byte words take 15 passes: there the strided copies are faster."""
-    if out is None:
-        out = np.empty(planes.size, dtype=np.uint8)
     if elem == 1:
+        if out is None:
+            return planes
         np.copyto(out, planes)
         return out
+    if out is None:
+        out = np.empty(planes.size, dtype=np.uint8)
     q = planes.reshape(elem, -1)
     if elem not in (2, 4):
         o = out.reshape(-1, elem)
@@ -45,10 +47,20 @@ def ungroup_bytes(planes: np.ndarray, elem: int, out: np.ndarray | None = None) 
             o[:, i] = q[i]
         return out
     w = out.view(_LE[elem])
-    np.copyto(w, q[elem - 1])
-    for i in range(elem - 2, -1, -1):
+    if elem == 4:  # the low half as 16-bit words first: two of the widening casts are to u2 (~10% faster)
+        lo = scratch("ungroup-lo", w.nbytes // 2).view(_LE[2])
+        np.copyto(lo, q[1])
+        np.left_shift(lo, 8, out=lo)
+        np.bitwise_or(lo, q[0], out=lo)
+        np.copyto(w, q[3])
         np.left_shift(w, 8, out=w)
-        np.bitwise_or(w, q[i], out=w)
+        np.bitwise_or(w, q[2], out=w)
+        np.left_shift(w, 16, out=w)
+        np.bitwise_or(w, lo, out=w)
+        return out
+    np.copyto(w, q[1])
+    np.left_shift(w, 8, out=w)
+    np.bitwise_or(w, q[0], out=w)
     return out
 
 
