@@ -88,6 +88,10 @@ def forget_freshened(store: ChunkStore, before: float) -> None:
     os.replace(tmp, path)
 
 
+def _fresh(n: int) -> np.ndarray:
+    return np.empty(n, dtype=np.uint8)
+
+
 def chunk_id(raw: bytes | memoryview | np.ndarray) -> str:
     """The id of a chunk: xxh3-128 of its raw bytes, as 32 hex digits."""
     return xxhash.xxh3_128_hexdigest(raw)
@@ -179,8 +183,8 @@ class ChunkStore:
             if read_into is None:
                 got = s.read(cid)
                 data = memoryview(got) if got is not None else None
-            else:
-                data = read_into(cid, lambda n: scratch(f"read{slot}", n))
+            else:  # the first two objects of a chain (all of it since store v2) in kept buffers
+                data = read_into(cid, (lambda n: scratch(f"read{slot}", n)) if slot < 2 else _fresh)
             if data is not None:
                 return data
         return None

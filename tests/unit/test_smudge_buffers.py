@@ -129,3 +129,22 @@ def test_a_damaged_packed_object_is_refused(tmp_path: Path) -> None:
     packs.attach(store)
     with pytest.raises(CorruptObjectError):
         smudge(p1, store, lambda mv: None)
+
+
+def test_deep_chains_decode_through_alternating_base_buffers(tmp_path: Path) -> None:
+    """Chains deeper than two (allowed by coral.maxChain) use both kept base buffers in turn and
+    fresh read buffers below the second object: every version still decodes to its id."""
+    store = ChunkStore(tmp_path / "store", max_chain=5, add_chain=5)
+    raw = floats(4096, 9).view(np.uint8)
+    ids, prev = [], None
+    for step in range(6):
+        raw = raw.copy()
+        raw[step * 7] ^= np.uint8(1 + step)
+        store.put(raw, 4, base=prev)
+        prev = chunk_id(raw)
+        ids.append(prev)
+    assert [store.header(c).run for c in ids] == [0, 1, 2, 3, 4, 5]
+    reused = np.empty(raw.size, dtype=np.uint8)
+    for c in reversed(ids):
+        assert chunk_id(store.get(c)) == c
+        assert chunk_id(store.get(c, alloc=lambda n: reused[:n])) == c
