@@ -65,7 +65,7 @@ def ungroup_bytes(planes: np.ndarray, elem: int, out: np.ndarray | None = None) 
 
 
 _tls = threading.local()
-SCRATCH_KEEP = 16 << 20  # larger temporaries are not kept: a long-lived thread holds a few of them at most
+SCRATCH_KEEP = 8 << 20  # larger temporaries are not kept: a long-lived thread holds a few chunk-sized ones at most
 
 
 def scratch(slot: str, nbytes: int) -> np.ndarray:
