@@ -11,8 +11,15 @@ Side by side with git-lfs, one run on this machine (print ``uptime`` with the fi
    is committed), coral vs git-lfs; then checkout of that latest version (file removed, ``git
    checkout -- file``) and, for coral, ``git coral smudge`` of its pointer to /dev/null.
 3. Start-up: ``git add`` + ``git commit`` of a fresh 4 MB checkpoint, median of ``--runs``.
+4. Smudge of the latest (``--only smudge``): v1 and v2 of a ``--size-mb`` model added and committed,
+   then the median of ``--runs`` ``git coral smudge`` of HEAD's pointer (to /dev/null, never a direct
+   checkout) and of ``git checkout -- model.safetensors`` (the file removed first; a direct checkout
+   above ``coral.directCheckoutSize``), twice: as the add left the store (automatic gc held off: v2 as
+   loose deltas on v1's keyframes) and after ``git coral gc --auto`` (what the background gc makes of it,
+   waited for here instead of racing the timings). Each line says what the latest version's objects are.
 
     python benchmarks/bench_adds.py --ft 5 --ft-mb 16 --size-mb 256 --runs 5
+    python benchmarks/bench_adds.py --only smudge --size-mb 1024 --runs 3
 """
 
 from __future__ import annotations
@@ -151,13 +158,71 @@ def startup(tmp: Path, runs: int) -> None:
         print(f"{kind:10} {statistics.median(times):6.3f} s   (cpu {(cpu() - c) / runs:5.3f} s per add+commit)")
 
 
+def objects_of(repo: Path, rev: str) -> str:
+    """What the chunks of ``rev:model.safetensors`` are stored as: keyframes/deltas per codec, loose/packed."""
+    from collections import Counter
+
+    from coral_git.core import pointer as ptr
+    from coral_git.git.repo import find_repo
+    from coral_git.store.codecs import Codec
+    from coral_git.store.objects import unpack_header
+
+    store = find_repo(repo).store
+    p = ptr.parse(run(repo, "git", "cat-file", "blob", f"{rev}:model.safetensors").stdout)
+    kinds: Counter[str] = Counter()
+    loose = 0
+    for cid in p.chunk_ids():
+        h = unpack_header(cid, store.read_header_local(cid))
+        kinds[f"{'deltas' if h.base else 'keyframes'} {Codec.registry[h.codec].name}"] += 1
+        loose += store.loose.has(cid)
+    return ", ".join(f"{n} {k}" for k, n in kinds.most_common()) + f"; {loose} loose, {len(p.chunk_ids()) - loose} packed"
+
+
+def smudge_speed(tmp: Path, size_mb: int, runs: int) -> None:
+    v1 = model(size_mb, 1)
+    v2 = finetune(v1, 2)
+    mb = sum(v.nbytes for v in v1.values()) / 2**20
+    print(f"\n## Smudge and checkout of the latest version of a {mb:.0f} MB model (v2 on top of v1; median of {runs})")
+    repo, _ = new_repo(tmp / "smudge-coral", "coral")
+    os.environ["CORAL_GC_AUTO"] = "0"  # the store as the adds leave it; gc runs below, not racing the timings
+    try:
+        add_commit(repo, "model.safetensors", v1)
+        add_commit(repo, "model.safetensors", v2)
+    finally:
+        del os.environ["CORAL_GC_AUTO"]
+    pointer = run(repo, "git", "cat-file", "blob", "HEAD:model.safetensors").stdout
+    env = {**os.environ, **ENV, "CORAL_DIRECTCHECKOUTSIZE": "0"}
+    for state in ("right after the adds", "after gc --auto"):
+        if state != "right after the adds":
+            run(repo, "git", "coral", "gc", "--auto")
+        sm, sm_cpu, co, co_cpu = [], [], [], []
+        for _ in range(runs):
+            t, c = time.perf_counter(), cpu()
+            subprocess.run(["git", "coral", "smudge", "model.safetensors"], cwd=repo, input=pointer, check=True,
+                           stdout=subprocess.DEVNULL, env=env)
+            sm.append(time.perf_counter() - t)
+            sm_cpu.append(cpu() - c)
+            (repo / "model.safetensors").unlink()
+            t, c = time.perf_counter(), cpu()
+            run(repo, "git", "checkout", "--", "model.safetensors")
+            co.append(time.perf_counter() - t)
+            co_cpu.append(cpu() - c)
+        s, k = statistics.median(sm), statistics.median(co)
+        print(f"{state:22} smudge {s:5.2f} s {mb / s:5.0f} MB/s (cpu {statistics.median(sm_cpu):4.2f} s)   "
+              f"checkout {k:5.2f} s {mb / k:5.0f} MB/s (cpu {statistics.median(co_cpu):4.2f} s)   "
+              f"[{objects_of(repo, 'HEAD')}]   load {os.getloadavg()[0]:.2f}")
+    status = run(repo, "git", "status", "--porcelain").stdout.decode().strip()
+    if status:
+        print(f"git status after the checkouts is not clean: {status}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ft", type=int, default=5)
     ap.add_argument("--ft-mb", type=int, default=16)
     ap.add_argument("--size-mb", type=int, default=256)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--only", choices=("paths", "speed", "startup"))
+    ap.add_argument("--only", choices=("paths", "speed", "startup", "smudge"))
     a = ap.parse_args()
     print(os.popen("uptime").read().strip())
     # an installed package has its bytecode compiled; with PYTHONDONTWRITEBYTECODE set, an editable
@@ -177,6 +242,8 @@ def main() -> None:
             clean_speed(tmp, a.size_mb)
         if a.only in (None, "startup"):
             startup(tmp, a.runs)
+        if a.only in (None, "smudge"):
+            smudge_speed(tmp, a.size_mb, a.runs)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from ..store.objects import start_writeback
 from ..ui import log
 
 DEFAULT_DIRECT_SIZE = 512 << 20  # docs/scale.md: no slower than through git at 0.5-2 GB, memory bounded
-WRITE_BATCH = 8 << 20  # bytes gathered into one writev(2): fewer syscalls, larger extents
+WRITE_BATCH = 8 << 20  # bytes written between two hints to start writeback
 FINISH = "run 'git coral pull' to finish"
 MTIME_SLACK_NS = 2 * 10**9  # file systems with coarse timestamps
 
@@ -227,18 +227,29 @@ def write_file(repo: Repo, path: str, p: ptr.Pointer) -> None:
 
 
 class _BatchWriter:
-    """Gathers the ~1 MiB chunks smudge emits into one writev(2) of ``WRITE_BATCH`` bytes (no copy)."""
+    """Writes each chunk smudge emits with one writev(2), together with the small pieces before it.
+
+    Small pieces (skeleton bytes between tensors) are copied and gathered; a chunk goes out at once,
+    before ``write`` returns: smudge reuses its buffer for a later chunk."""
+
+    SMALL = 64 << 10
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.parts: list[memoryview] = []
-        self.n = 0
+        self.parts: list[bytes | memoryview] = []
+        self.n = 0  # bytes in ``parts``
+        self.unflushed = 0  # bytes written since writeback was last started
 
     def write(self, mv: memoryview) -> None:
-        self.parts.append(mv)
-        self.n += len(mv)
-        if self.n >= WRITE_BATCH or len(self.parts) >= 512:
-            self.flush()
+        if len(mv) < self.SMALL:
+            self.parts.append(bytes(mv))
+            self.n += len(mv)
+            if self.n < self.SMALL:
+                return
+        else:
+            self.parts.append(mv)
+            self.n += len(mv)
+        self.flush()
 
     def flush(self) -> None:
         parts = self.parts
@@ -248,10 +259,12 @@ class _BatchWriter:
                 k -= len(parts[0])
                 parts.pop(0)
             if k:
-                parts[0] = parts[0][k:]
-        if self.n:
-            start_writeback(self.fd)  # the disk works while the next chunks decode: the final fsync has less left
+                parts[0] = memoryview(parts[0])[k:]
+        self.unflushed += self.n
         self.n = 0
+        if self.unflushed >= WRITE_BATCH:
+            start_writeback(self.fd)  # the disk works while the next chunks decode: the final fsync has less left
+            self.unflushed = 0
 
 
 def _remove_stale_temps(final: Path) -> None:

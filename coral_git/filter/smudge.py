@@ -47,23 +47,62 @@ def missing_chunks(p: Pointer, store: ChunkStore) -> list[str]:
 
 
 def decoded_chunks(store: ChunkStore, order: list[tuple[str, str]], path: str, workers: int) -> Iterator[np.ndarray]:
-    """Decode chunks in ``order`` on a pool, at most ``2 × workers`` in flight."""
+    """Decode chunks in ``order`` on a pool, at most ``2 × workers`` in flight (each a fresh array)."""
+    yield from _decoded(store, order, path, workers, None)
+
+
+class _Buffers:
+    """Chunk-sized output buffers handed to the decoders and given back once written: a smudge
+    allocates about ``2 × workers + 2`` of them in all instead of a fresh one per chunk (each fresh
+    one cost page faults and zeroing in the kernel). Threads take, the writer gives back."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.free: deque[np.ndarray] = deque()
+
+    def take(self, n: int) -> np.ndarray:
+        if n > self.nbytes:
+            return np.empty(n, dtype=np.uint8)
+        try:
+            b = self.free.pop()  # deque.pop/append are atomic: no lock
+        except IndexError:
+            b = np.empty(self.nbytes, dtype=np.uint8)
+        return b[:n]
+
+    def give(self, view: np.ndarray) -> None:
+        b = view.base if view.base is not None else view
+        if isinstance(b, np.ndarray) and b.size == self.nbytes and b.ndim == 1:
+            self.free.append(b)
+
+
+def _decoded(
+    store: ChunkStore, order: list[tuple[str, str]], path: str, workers: int, bufs: _Buffers | None
+) -> Iterator[np.ndarray]:
+    alloc = bufs.take if bufs is not None else None
+
+    def one(cid: str, what: str) -> np.ndarray:
+        return store.get(cid, f"{path}: {what}", alloc)
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         window: deque[Future[np.ndarray]] = deque()
         it = iter(order)
         for cid, what in it:
-            window.append(pool.submit(store.get, cid, f"{path}: {what}"))
+            window.append(pool.submit(one, cid, what))
             if len(window) >= 2 * max(1, workers):
                 break
         while window:
-            yield window.popleft().result()
+            got = window.popleft().result()
             nxt = next(it, None)
             if nxt is not None:
-                window.append(pool.submit(store.get, nxt[0], f"{path}: {nxt[1]}"))
+                window.append(pool.submit(one, *nxt))
+            yield got
 
 
 def smudge(p: Pointer, store: ChunkStore, write: Write, *, path: str = "", workers: int = 2) -> None:
-    """Write the file that ``p`` names through ``write``; raise before writing if a chunk is missing."""
+    """Write the file that ``p`` names through ``write``; raise before writing if a chunk is missing.
+
+    ``write`` must be done with each view when it returns (copy what it keeps): the buffers behind
+    them are reused for the chunks that follow."""
     gone = missing_chunks(p, store)
     if gone and store.fetcher is not None:
         store.fetcher(gone)
@@ -72,8 +111,10 @@ def smudge(p: Pointer, store: ChunkStore, write: Write, *, path: str = "", worke
         owner = next((f"tensor {t.name}" for t in p.tensors if gone[0] in t.chunks), "skeleton")
         raise MissingObjectError(gone[0], f"{path}: {owner}; {len(gone)} chunk(s) missing")
     hasher = xxhash.xxh3_128()
-    chunks = decoded_chunks(store, chunk_order(p), path, workers)
+    bufs = _Buffers(p.chunk_bytes)
+    chunks = _decoded(store, chunk_order(p), path, workers, bufs)
     skel_buf = np.empty(0, dtype=np.uint8)
+    skel_whole = skel_buf
     file_pos = 0
 
     def emit(b: np.ndarray) -> None:
@@ -82,10 +123,11 @@ def smudge(p: Pointer, store: ChunkStore, write: Write, *, path: str = "", worke
         write(mv)
 
     def skeleton(n: int) -> None:
-        nonlocal skel_buf
+        nonlocal skel_buf, skel_whole
         while n:
             if skel_buf.size == 0:
-                skel_buf = next(chunks)
+                bufs.give(skel_whole)
+                skel_buf = skel_whole = next(chunks)
             take = min(n, skel_buf.size)
             emit(skel_buf[:take])
             skel_buf = skel_buf[take:]
@@ -98,6 +140,7 @@ def smudge(p: Pointer, store: ChunkStore, write: Write, *, path: str = "", worke
             c = next(chunks)
             got += c.size
             emit(c)
+            bufs.give(c)
         if got != t.nbytes:
             raise CorruptObjectError(t.chunks[0] if t.chunks else "-", f"tensor has {got} bytes, pointer says {t.nbytes}", f"{path}: tensor {t.name}")
         file_pos = t.end

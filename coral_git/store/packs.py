@@ -23,12 +23,16 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xxhash
 
 from ..errors import CorruptObjectError, StoreError
 from .chains import cut_by_size
 from .objects import HEADER_SIZE
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAGIC = b"CRPK"
 VERSION = 1
@@ -126,6 +130,22 @@ class Pack:
             raise CorruptObjectError(e.cid, f"its bytes in pack {self.path.name} do not match their checksum")
         return data
 
+    def read_entry_into(self, e: Entry, buffer: Callable[[int], np.ndarray]) -> memoryview:
+        """:meth:`read_entry` into ``buffer(e.length)`` (a reused buffer: no allocation), verified."""
+        end = e.offset + e.length
+        if e.offset < self.objects_at or end > self.size:
+            raise CorruptObjectError(e.cid, f"pack {self.path.name} is truncated before this object")
+        mv = memoryview(buffer(e.length))
+        got = 0
+        while got < e.length:
+            k = _preadv(self.file.fileno(), mv[got:], e.offset + got)
+            if k == 0:
+                raise CorruptObjectError(e.cid, f"pack {self.path.name} is truncated before this object")
+            got += k
+        if xxhash.xxh3_64_intdigest(mv) != e.checksum:
+            raise CorruptObjectError(e.cid, f"its bytes in pack {self.path.name} do not match their checksum")
+        return mv
+
     def read_header(self, e: Entry) -> bytes:
         end = e.offset + min(e.length, HEADER_SIZE)
         if end > self.size:
@@ -138,6 +158,15 @@ class Pack:
             self.mm.close()
         except BufferError:
             pass  # a view is alive; the mapping goes with it
+
+
+def _preadv(fd: int, into: memoryview, offset: int) -> int:
+    """``pread`` into ``into`` without an intermediate bytes object where the OS has ``preadv``."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [into], offset)
+    data = os.pread(fd, len(into), offset)
+    into[: len(data)] = data
+    return len(data)
 
 
 class PackSource:
@@ -211,6 +240,10 @@ class PackSource:
     def read(self, cid: str) -> bytes | None:
         found = self.locate(cid)
         return found[0].read_entry(found[1]) if found else None
+
+    def read_into(self, cid: str, buffer: Callable[[int], np.ndarray]) -> memoryview | None:
+        found = self.locate(cid)
+        return found[0].read_entry_into(found[1], buffer) if found else None
 
     def read_header(self, cid: str) -> bytes | None:
         found = self.locate(cid)
