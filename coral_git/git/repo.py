@@ -12,7 +12,7 @@ from typing import IO
 
 from ..core.chunking import DEFAULT_CHUNK_BYTES
 from ..errors import NotARepositoryError, UsageError
-from ..store.chunkstore import DEFAULT_ADD_CHAIN, DEFAULT_MAX_CHAIN, ChunkStore
+from ..store.chunkstore import ADD_PACK_OVER, DEFAULT_ADD_CHAIN, DEFAULT_MAX_CHAIN, ChunkStore
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # coral.workers when unset
 
@@ -107,6 +107,7 @@ class Repo:
             level=self.setting_int("coral.zstdLevel", 1, 1, 22),
         )
         store.fsync = self.setting_bool("coral.fsync", True)
+        store.pack_adds = self.setting_int("coral.addPackSize", ADD_PACK_OVER)
         store.delta_codec = delta_codec_code(self.config.get("coral.deltacodec"))
         attach(store)  # packed objects (git coral gc / repack) after loose ones
         return store
