@@ -7,6 +7,7 @@ the elements' bit patterns, never float arithmetic.
 
 from __future__ import annotations
 
+import threading
 from typing import ClassVar
 
 import numpy as np
@@ -17,11 +18,17 @@ _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _INT = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
-def group_bytes(raw: np.ndarray, elem: int) -> np.ndarray:
-    """One plane per byte of the element: all first bytes, then all second bytes, ..."""
+def group_bytes(raw: np.ndarray, elem: int, out: np.ndarray | None = None) -> np.ndarray:
+    """One plane per byte of the element: all first bytes, then all second bytes, ...
+
+    ``out``: a uint8 buffer of ``raw.size`` bytes to group into (a codec's reused scratch: a fresh
+    multi-MB array costs a page fault and a zeroed page per 4 KiB, more than the copy itself)."""
     if elem == 1:
         return raw
-    return np.ascontiguousarray(raw.reshape(-1, elem).T)
+    if out is None:
+        return np.ascontiguousarray(raw.reshape(-1, elem).T)
+    np.copyto(out.reshape(elem, -1), raw.reshape(-1, elem).T)
+    return out
 
 
 def ungroup_bytes(planes: np.ndarray, elem: int) -> np.ndarray:
@@ -60,6 +67,18 @@ class Codec:
     def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
         raise NotImplementedError
 
+    def scratch(self, name: str, nbytes: int) -> np.ndarray:
+        """A uint8 buffer of ``nbytes`` owned by this codec and thread, reused from one encode to
+        the next (never returned to callers: encoders hand out the compressed bytes only)."""
+        tls = self.__dict__.get("_tls")
+        if tls is None:
+            tls = self.__dict__.setdefault("_tls", threading.local())
+        bufs = tls.__dict__.setdefault("bufs", {})
+        buf = bufs.get(name)
+        if buf is None or buf.size < nbytes:
+            buf = bufs[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
+        return buf[:nbytes]
+
     def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
@@ -93,7 +112,7 @@ class GroupZstdCodec(Codec):
     name = "bg-zstd"
 
     def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
-        return bytes(self.zstd.encode(group_bytes(raw, _elem(raw.size, itemsize))))
+        return bytes(self.zstd.encode(group_bytes(raw, _elem(raw.size, itemsize), self.scratch("group", raw.size))))
 
     def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
         return ungroup_bytes(self._unzstd(payload, raw_len), _elem(raw_len, itemsize))
@@ -109,9 +128,14 @@ class SubZigzagCodec(Codec):
     def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
         assert base is not None and base.size == raw.size
         e = _elem(raw.size, itemsize)
-        d = (raw.view(_UINT[e]) - base.view(_UINT[e])).view(_INT[e])
-        z = ((d << 1) ^ (d >> (8 * e - 1))).view(np.uint8)
-        return bytes(self.zstd.encode(group_bytes(z, e)))
+        # in place in two reused buffers: d = raw - base (wrapping), z = (d << 1) ^ (d >> bits-1)
+        d = self.scratch("delta", raw.size).view(_INT[e])
+        np.subtract(raw.view(_UINT[e]), base.view(_UINT[e]), out=d.view(_UINT[e]))
+        sign = self.scratch("sign", raw.size).view(_INT[e])
+        np.right_shift(d, 8 * e - 1, out=sign)
+        np.left_shift(d, 1, out=d)
+        np.bitwise_xor(d, sign, out=d)
+        return bytes(self.zstd.encode(group_bytes(d.view(np.uint8), e, self.scratch("group", raw.size))))
 
     def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
         assert base is not None and base.size == raw_len

@@ -40,7 +40,7 @@ def test_large_add_is_one_pack_and_gc_fsck_checkout_read_it(repo: Path, tmp_path
     git(repo, "commit", "-qm", "v1")
     (first,) = _packs(store)
     assert _loose(store) == 0
-    magic, version, count, index_at = struct.unpack_from("<4sIQQ", first.read_bytes())
+    magic, version, count, _index_at = struct.unpack_from("<4sIQQ", first.read_bytes())
     assert (magic, version) == (b"CRPK", 2)
     p1 = parse(git(repo, "cat-file", "blob", "HEAD:m.safetensors").encode())
     ids = p1.chunk_ids()
@@ -118,3 +118,26 @@ def test_add_pack_reads_before_finish_and_rejects_a_truncated_pack(tmp_path: Pat
         ap.add("0" * 32, b"x" * 10)
     ap.fd = -1
     ap.abort()
+
+
+def test_objects_in_an_add_pack_are_the_loose_objects_byte_for_byte(tmp_path: Path) -> None:
+    from helpers import perturb as nudge
+
+    from coral_git.filter.clean import clean
+
+    v1 = make_state(5)
+    files = [save_safetensors(tmp_path / f"v{k}.safetensors", s).read_bytes() for k, s in enumerate((v1, nudge(v1, 6)))]
+    stores = []
+    for name, threshold in (("loose", 0), ("packed", 1024)):
+        store = ChunkStore(tmp_path / name)
+        store.pack_adds = threshold
+        attach(store)
+        prev = None
+        for data in files:
+            prev = clean(data, store, previous=prev, chunk_bytes=1 << 16).pointer
+        stores.append(store)
+    loose, packed = stores
+    ids = loose.loose.ids()
+    assert ids and not packed.loose.ids() and len(_packs(packed.root)) == 2
+    for cid in ids:
+        assert packed.read_object(cid) == loose.read_object(cid)
