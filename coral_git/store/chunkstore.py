@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -207,7 +207,8 @@ class ChunkStore:
             # a delta may only land while its base is sure to stay: gc holds the lock from its
             # inventory to its sweep, so under the lock the base is either still there and this
             # object is seen (young, base kept), or gone. A busy lock means a keyframe, never a wait.
-            with self.try_lock() as locked:
+            # An add writing a pack holds the lock already, until the pack is in place.
+            with nullcontext(True) if self._adding is not None else self.try_lock() as locked:
                 if locked and self.has(delta[0]):
                     self._write(cid, delta[1])
                     return True
