@@ -18,16 +18,28 @@ _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _INT = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
-def group_bytes(raw: np.ndarray, elem: int, out: np.ndarray | None = None) -> np.ndarray:
+def group_bytes(raw: np.ndarray, elem: int, out: np.ndarray | None = None, tmp: np.ndarray | None = None) -> np.ndarray:
     """One plane per byte of the element: all first bytes, then all second bytes, ...
 
     ``out``: a uint8 buffer of ``raw.size`` bytes to group into (a codec's reused scratch: a fresh
-    multi-MB array costs a page fault and a zeroed page per 4 KiB, more than the copy itself)."""
+    multi-MB array costs a page fault and a zeroed page per 4 KiB, more than the copy itself).
+    ``tmp`` (as large): with it, 2- and 4-byte elements are split by shifts of whole elements and
+    a narrowing copy per plane (plane k = the low byte of element >> 8k, little-endian), 2-8x faster
+    than numpy's strided transposing copy."""
     if elem == 1:
         return raw
     if out is None:
         return np.ascontiguousarray(raw.reshape(-1, elem).T)
-    np.copyto(out.reshape(elem, -1), raw.reshape(-1, elem).T)
+    planes = out.reshape(elem, -1)
+    if tmp is not None and elem in (2, 4) and raw.dtype.byteorder in "=|<" and np.little_endian:
+        u = raw.view(_UINT[elem])
+        shifted = tmp.view(_UINT[elem])
+        np.copyto(planes[0], u, casting="unsafe")
+        for k in range(1, elem):
+            np.right_shift(u, 8 * k, out=shifted)
+            np.copyto(planes[k], shifted, casting="unsafe")
+        return out
+    np.copyto(planes, raw.reshape(-1, elem).T)
     return out
 
 
@@ -112,7 +124,8 @@ class GroupZstdCodec(Codec):
     name = "bg-zstd"
 
     def encode(self, raw: np.ndarray, itemsize: int, base: np.ndarray | None = None) -> bytes:
-        return bytes(self.zstd.encode(group_bytes(raw, _elem(raw.size, itemsize), self.scratch("group", raw.size))))
+        e = _elem(raw.size, itemsize)
+        return bytes(self.zstd.encode(group_bytes(raw, e, self.scratch("group", raw.size), self.scratch("shift", raw.size))))
 
     def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
         return ungroup_bytes(self._unzstd(payload, raw_len), _elem(raw_len, itemsize))
@@ -135,7 +148,7 @@ class SubZigzagCodec(Codec):
         np.right_shift(d, 8 * e - 1, out=sign)
         np.left_shift(d, 1, out=d)
         np.bitwise_xor(d, sign, out=d)
-        return bytes(self.zstd.encode(group_bytes(d.view(np.uint8), e, self.scratch("group", raw.size))))
+        return bytes(self.zstd.encode(group_bytes(d.view(np.uint8), e, self.scratch("group", raw.size), sign.view(np.uint8))))
 
     def decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None) -> np.ndarray:
         assert base is not None and base.size == raw_len
