@@ -36,7 +36,7 @@ class AddPack:
         self.busy: set[str] = set()  # ids being written right now
         self.lock = threading.Lock()
         self.mtime = int(time.time())
-        self.unflushed = 0
+        self.flushed = HEADER.size  # the file up to here was handed to writeback
         self.bytes = 0  # stored bytes appended
         self.raw_bytes = 0  # content bytes they hold
 
@@ -70,12 +70,12 @@ class AddPack:
             self.table[cid] = (at, len(data), checksum)
             self.bytes += len(data)
             self.raw_bytes += raw_len
-            self.unflushed += len(data)
-            flush = self.unflushed >= self.WRITEBACK
-            if flush:
-                self.unflushed = 0
+            flush = self.pos - self.flushed >= self.WRITEBACK
+            if flush:  # hint the region appended since the last hint, not the whole file again
+                flush_at, flush_to = self.flushed, self.pos
+                self.flushed = flush_to
         if flush:
-            start_writeback(self.fd)
+            start_writeback(self.fd, flush_at, flush_to - flush_at)
         return True
 
     def read(self, cid: str, n: int = -1) -> bytes | None:
