@@ -37,6 +37,8 @@ class RecentTensors:
         self._table: dict[str, list[list[str]]] = {}  # key -> versions, newest first
         self._seen: tuple[int, int] | None = None  # (inode, bytes parsed) of the log read so far
         self._lock = threading.Lock()
+        self._log = os.path.join(root, LOG)  # a str: a new path's clean looks here once per tensor
+        self._legacy: bool | None = None  # whether the older layout's directories exist (looked once)
 
     @staticmethod
     def key(name: str, dtype: str, shape: tuple[int, ...], chunk_bytes: int) -> str:
@@ -61,6 +63,13 @@ class RecentTensors:
         found = self._table.get(self.key(name, dtype, shape, chunk_bytes))
         if found is not None:
             return list(found)
+        if self._legacy is None:
+            try:
+                self._legacy = any(len(e.name) == 2 and e.is_dir() for e in os.scandir(self.root))
+            except OSError:
+                self._legacy = False
+        if not self._legacy:
+            return []
         try:  # the older layout: a file per signature
             text = self._path(name, dtype, shape, chunk_bytes).read_text()
         except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
@@ -71,11 +80,16 @@ class RecentTensors:
         """Parse what was appended to the log since the last look (all of it if it was replaced)."""
         with self._lock:
             try:
-                with open(self.root / LOG, "rb") as f:
+                st = os.stat(self._log)  # the common case: nothing new, one syscall
+            except (FileNotFoundError, NotADirectoryError):
+                self._table, self._seen = {}, None
+                return
+            if self._seen is not None and self._seen == (st.st_ino, st.st_size):
+                return
+            try:
+                with open(self._log, "rb") as f:
                     st = os.fstat(f.fileno())
                     if self._seen is not None and self._seen[0] == st.st_ino and st.st_size >= self._seen[1]:
-                        if st.st_size == self._seen[1]:
-                            return
                         start = self._seen[1]
                     else:
                         self._table, start = {}, 0
