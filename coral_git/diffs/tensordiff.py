@@ -128,6 +128,12 @@ class _HashOnly:
     def sync(self) -> int:
         return 0  # nothing written, nothing to flush
 
+    def begin_pack(self, size: int) -> bool:
+        return False  # nothing is written, so no pack either
+
+    def abort_pack(self) -> None:
+        pass
+
 
 def hash_pointer(data: memoryview | bytes, chunk_bytes: int, *, workers: int = 2) -> tuple[Pointer, BufferSource]:
     """The pointer ``clean`` would give ``data``, computed by hashing only (nothing is stored).

@@ -150,27 +150,13 @@ def assemble(
     )
 
 
-RECENT_THREADS = 8  # the table is a file per tensor: its writes wait on the file system, not the CPU
-
-
 def remember(recent: RecentTensors, updates: list[tuple[TensorSpan, list[str]]], chunk_bytes: int) -> None:
-    """Record new tensor versions in the recent-tensor table, many files at once (a model of a
-    thousand tensors writes a thousand small files; one after the other they cost seconds on a busy disk)."""
-
-    def one(u: tuple[TensorSpan, list[str]]) -> None:
-        t, ids = u
-        recent.set(t.name, t.dtype, t.shape, chunk_bytes, ids)
-
-    if len(updates) <= 2:
-        for u in updates:
-            one(u)
-        return
-    with ThreadPoolExecutor(max_workers=RECENT_THREADS) as io:
-        list(io.map(one, updates))
+    """Record new tensor versions in the recent-tensor table: one append for the whole file."""
+    recent.set_many([((t.name, t.dtype, t.shape, chunk_bytes), ids) for t, ids in updates])
 
 
 def synced(store: ChunkStore, pool: ThreadPoolExecutor, then: Callable[[], ptr.Pointer]) -> ptr.Pointer:
-    """``then()`` (the pointer, with its recent-tensor hints: a file per tensor) while the store's
+    """``then()`` (the pointer, with its recent-tensor hints) while the store's
     new objects are flushed to disk on ``pool``; returns once both are done, so the objects are on
     disk before git can record the pointer. The two are I/O waits: overlapped, not added up."""
     flushed = pool.submit(store.sync)
@@ -247,12 +233,17 @@ def clean(
         parts = [read(s, e) for s, e in ranges]
         return store_chunk(store, parts[0] if len(parts) == 1 else np.concatenate(parts), elem, base)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        file_hash = pool.submit(_hash_file, read, size) if file_id is None else None
-        results = list(pool.map(run, jobs))
-        fid = file_hash.result() if file_hash is not None else file_id
-        assert fid is not None
-        pointer = synced(store, pool, lambda: assemble(layout, results, len(skel_pieces), spans, fid, chunk_bytes, recent))
+    store.begin_pack(size)  # a large file's new objects go into one pack, not a loose file each
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            file_hash = pool.submit(_hash_file, read, size) if file_id is None else None
+            results = list(pool.map(run, jobs))
+            fid = file_hash.result() if file_hash is not None else file_id
+            assert fid is not None
+            pointer = synced(store, pool, lambda: assemble(layout, results, len(skel_pieces), spans, fid, chunk_bytes, recent))
+    except BaseException:
+        store.abort_pack()  # no pointer names what this add stored
+        raise
     if cdc is not None:
         pointer = replace(pointer, chunk_bytes=cdc[1], cdc=cdc)
     new = sum(1 for r in results if r[1])

@@ -64,6 +64,7 @@ class StreamingClean:
         self.cur: np.ndarray | None = None
         self.results: list[Future[tuple[str, bool]] | None] = [None] * len(self.jobs)
         self.workers = max(1, workers)
+        store.begin_pack(sum(t.nbytes for t in layout.tensors))  # large: new objects into one pack
         self.pool = ThreadPoolExecutor(max_workers=self.workers)
         self.window: deque[Future[tuple[str, bool]]] = deque()
 
@@ -151,4 +152,5 @@ class StreamingClean:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.store.abort_pack()  # unless finish() made it a pack: git gets no pointer for this add
 

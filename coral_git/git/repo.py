@@ -227,7 +227,7 @@ class Repo:
 
     @cached_property
     def store(self) -> ChunkStore:
-        from ..store.chunkstore import DEFAULT_ADD_CHAIN, DEFAULT_MAX_CHAIN, ChunkStore
+        from ..store.chunkstore import ADD_PACK_OVER, DEFAULT_ADD_CHAIN, DEFAULT_MAX_CHAIN, ChunkStore
         from ..store.packs import attach
 
         store = ChunkStore(
@@ -237,6 +237,7 @@ class Repo:
             level=self.setting_int("coral.zstdLevel", 1, 1, 22),
         )
         store.fsync = self.setting_bool("coral.fsync", True)
+        store.pack_adds = self.setting_int("coral.addPackSize", ADD_PACK_OVER)
         store.delta_codec = delta_codec_code(self.config.get("coral.deltacodec"))
         attach(store)  # packed objects (git coral gc / repack) after loose ones
         return store

@@ -17,9 +17,9 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import xxhash
@@ -27,6 +27,9 @@ import xxhash
 from ..errors import CorruptObjectError, MissingObjectError, StoreError
 from .codecs import Codec, RawCodec, codec, scratch
 from .objects import HEADER_SIZE, LooseObjects, ObjectHeader, unpack_header
+
+if TYPE_CHECKING:
+    from .addpack import AddPack
 
 DEFAULT_MAX_CHAIN = 1  # any version decodes in 2 steps after a repack: oldest of a 1 GiB model 426 MB/s vs 271 at D=3, for 4-8% more bytes (docs/store.md)
 DEFAULT_ADD_CHAIN = 1  # deltas written by an add sit on a keyframe: every version checks out in two decodes
@@ -41,6 +44,10 @@ DELTA_CODEC = 2  # sub-zz-bg-zstd
 
 
 SYNCFS_OVER = 32  # objects per sync above which the whole filesystem is flushed at once
+# a clean of a file at least this large streams its new objects into one pack (store/addpack.py)
+# instead of a loose file each; when its new chunks hold fewer bytes than this, they are written
+# loose after all (a one-tensor edit should not leave a pack behind). coral.addPackSize; 0: off
+ADD_PACK_OVER = 64 << 20
 
 
 def _syncfs(root: Path) -> bool:
@@ -119,6 +126,10 @@ class ChunkStore:
         self.fsync = True  # coral.fsync: new objects reach the disk before git records a pointer
         self._codecs = threading.local()
         self._unsynced: list[str] = []  # objects written since the last sync()
+        self.pack_adds = ADD_PACK_OVER  # coral.addPackSize: see begin_pack
+        self._adding: AddPack | None = None  # the pack this add streams its new objects into
+        self._adding_lock: int = -1  # its shared hold on the store lock (gc waits for the pack)
+        self._adding_guard = threading.Lock()
         self.written = 0  # objects written by this process (automatic gc looks after adds that wrote some)
 
     # -- reading -----------------------------------------------------------------------------
@@ -226,6 +237,9 @@ class ChunkStore:
         otherwise as a keyframe. One encode per new chunk, and nothing stored is ever rewritten.
         """
         cid = cid or chunk_id(raw)
+        adding = self._adding
+        if adding is not None and adding.has(cid):
+            return False  # this add already stored it
         if self.has(cid) and self._freshen(cid):
             return False
         delta = self._delta_on(raw, itemsize, base) if base and base != cid else None
@@ -233,7 +247,8 @@ class ChunkStore:
             # a delta may only land while its base is sure to stay: gc holds the lock from its
             # inventory to its sweep, so under the lock the base is either still there and this
             # object is seen (young, base kept), or gone. A busy lock means a keyframe, never a wait.
-            with self.try_lock() as locked:
+            # An add writing a pack holds the lock already, until the pack is in place.
+            with nullcontext(True) if self._adding is not None else self.try_lock() as locked:
                 if locked and self.has(delta[0]):
                     self._write(cid, delta[1])
                     return True
@@ -241,15 +256,101 @@ class ChunkStore:
         return True
 
     def _write(self, cid: str, obj: bytes) -> None:
+        adding = self._adding
+        if adding is not None:
+            adding.add(cid, obj, unpack_header(cid, obj[:HEADER_SIZE]).raw_len)
+            self.written += 1
+            return
         self.loose.write(cid, obj, writeback=self.fsync)
         self.written += 1  # not exact under threads; only "some" matters
         if self.fsync:
             self._unsynced.append(cid)  # list.append is atomic: clean's worker threads share it
 
+    def begin_pack(self, size: int) -> bool:
+        """Before cleaning a file of ``size`` bytes: from now until :meth:`sync` (or
+        :meth:`abort_pack`), new objects go into one pack instead of loose files, when the file is
+        at least ``pack_adds`` bytes. True when a pack is open.
+
+        The pack holds a shared store lock from here to its rename, so gc (which takes the lock
+        exclusively from its inventory to its sweep) never runs while objects it cannot see yet
+        depend on bases it could delete; if gc holds the lock now, the add writes loose objects."""
+        if not self.pack_adds or size < self.pack_adds:
+            return False
+        with self._adding_guard:
+            if self._adding is not None:
+                return True
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                from .addpack import AddPack  # here: small adds and smudges never load the pack writer
+
+                pack = AddPack(self.root / "packs")
+            except OSError:
+                os.close(fd)
+                return False
+            self._adding, self._adding_lock = pack, fd
+            self.sources.insert(0, pack)
+            return True
+
+    def _end_pack(self) -> AddPack | None:
+        with self._adding_guard:
+            pack, self._adding = self._adding, None
+        return pack
+
+    def _release_pack(self, pack: AddPack) -> None:
+        try:
+            self.sources.remove(pack)
+        except ValueError:
+            pass
+        if self._adding_lock >= 0:
+            os.close(self._adding_lock)
+            self._adding_lock = -1
+
+    def abort_pack(self) -> None:
+        """Drop the open pack, if any (its add failed: no pointer names its objects)."""
+        pack = self._end_pack()
+        if pack is not None:
+            try:
+                pack.abort()
+            finally:
+                self._release_pack(pack)
+
+    def _finish_pack(self) -> None:
+        """Make the open pack an ordinary pack (fsynced, renamed), or, when it holds fewer than
+        ``pack_adds`` bytes, write its objects as loose files for the sync below."""
+        pack = self._end_pack()
+        if pack is None:
+            return
+        small = pack.raw_bytes < self.pack_adds
+        try:
+            if small:
+                for cid, _at, _n in pack.items():
+                    data = pack.read(cid)
+                    assert data is not None
+                    self.loose.write(cid, data, writeback=self.fsync)
+                    if self.fsync:
+                        self._unsynced.append(cid)
+            else:
+                pack.finish()
+                for s in self.sources:  # the pack source finds the new pack from now on
+                    rescan = getattr(s, "rescan", None)
+                    if rescan is not None:
+                        rescan()
+        finally:
+            self._release_pack(pack)
+            if small or pack.fd >= 0:
+                pack.abort()  # its objects are loose now (or the add failed: git gets no pointer)
+
     def sync(self) -> int:
         """Flush the objects written since the last call to disk (file data, then their
         directories), like git's ``core.fsyncMethod=batch``: one pass per added file, before
-        its pointer goes to git. Returns how many objects were synced."""
+        its pointer goes to git. An open add pack is finished first (fsynced and renamed).
+        Returns how many loose objects were synced."""
+        self._finish_pack()
         done, self._unsynced = self._unsynced, []
         if len(done) > SYNCFS_OVER and _syncfs(self.root):
             return len(done)  # one flush of the store's filesystem beats a thousand fsyncs

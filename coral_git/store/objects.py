@@ -122,9 +122,10 @@ _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start writeback of the dirty pages, do
 _sync_file_range: Any = None  # libc's sync_file_range once looked up; False where there is none
 
 
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing ``fd``'s dirty pages now (Linux ``sync_file_range``); a
-    hint only: a later fsync/syncfs still makes them durable, it just finds less left to do."""
+def start_writeback(fd: int, offset: int = 0, nbytes: int = 0) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages now (Linux ``sync_file_range``; of
+    ``nbytes`` from ``offset``, 0: to the end); a hint only: a later fsync/syncfs still makes them
+    durable, it just finds less left to do."""
     global _sync_file_range
     if _sync_file_range is None:
         try:
@@ -136,7 +137,7 @@ def start_writeback(fd: int) -> None:
         except (OSError, AttributeError):
             _sync_file_range = False
     if _sync_file_range:
-        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+        _sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
 
 
 def write_atomic(final: Path, data: bytes | memoryview, writeback: bool = False) -> None:

@@ -11,6 +11,11 @@ One pack is one file ``$GIT_COMMON_DIR/coral/packs/pack-<index hash>.pack`` (spe
 All integers are little-endian. The index sits before the objects so that a truncated pack still
 says what it held. A pack is written to a temp file, fsynced and renamed into place, and only then
 are the loose copies it holds removed: a crash leaves the old state or the new one.
+
+Version 2 (written by ``git add`` of a large file, store/addpack.py) has the same header, fanout and
+entries, but the objects come first (from offset 64) and the index follows them: the header's third
+field is then the index's offset. An add streams its new objects into the pack as they are encoded,
+so it needs neither a loose file per object nor the object count up front.
 """
 
 from __future__ import annotations
@@ -30,16 +35,11 @@ import xxhash
 from ..errors import CorruptObjectError, StoreError
 from .chains import cut_by_size
 from .objects import HEADER_SIZE
+from .packformat import ENTRY, FANOUT_SIZE, HEADER, MAGIC, SUFFIX, VERSION, VERSION_ADD, fsync_dir, index_of
 
 if TYPE_CHECKING:
     import numpy as np
 
-MAGIC = b"CRPK"
-VERSION = 1
-HEADER = struct.Struct("<4sIQQ16s24x")
-FANOUT_SIZE = 256 * 4
-ENTRY = struct.Struct("<16sQQqQ")  # id, offset, length, mtime, xxh3-64 (ids compare as raw bytes)
-SUFFIX = ".pack"
 DEFAULT_PACK_BYTES = 1 << 30
 
 
@@ -69,20 +69,28 @@ class Pack:
             # reading an 8 GB pack through it showed as 8 GB of memory
             self.file = open(path, "rb")  # lives as long as the Pack, closed with it
         self.size = size
-        magic, version, count, objects_at, index_hash = HEADER.unpack_from(self.mm, 0)
-        if magic != MAGIC or version != VERSION:
+        magic, version, count, where, index_hash = HEADER.unpack_from(self.mm, 0)
+        if magic != MAGIC or version not in (VERSION, VERSION_ADD):
             raise StoreError(f"pack {path.name} has a bad header")
-        index_end = HEADER.size + FANOUT_SIZE + count * ENTRY.size
-        if objects_at != index_end or size < index_end:
-            raise StoreError(f"pack {path.name} is truncated or its header is damaged")
-        if xxhash.xxh3_128_digest(memoryview(self.mm)[HEADER.size : index_end]) != index_hash:
+        if version == VERSION:  # index, then the objects up to the end of the file
+            index_at, objects_at, objects_end = HEADER.size, where, size
+            index_end = HEADER.size + FANOUT_SIZE + count * ENTRY.size
+            if objects_at != index_end or size < index_end:
+                raise StoreError(f"pack {path.name} is truncated or its header is damaged")
+        else:  # the objects, then the index, which ends the file
+            index_at, objects_at, objects_end = where, HEADER.size, where
+            index_end = index_at + FANOUT_SIZE + count * ENTRY.size
+            if index_at < HEADER.size or size != index_end:
+                raise StoreError(f"pack {path.name} is truncated or its header is damaged")
+        if xxhash.xxh3_128_digest(memoryview(self.mm)[index_at:index_end]) != index_hash:
             raise StoreError(f"pack {path.name}: its index does not match its checksum")
         self.count = count
         self.objects_at = objects_at
-        self.fanout = struct.unpack_from("<256I", self.mm, HEADER.size)
+        self.objects_end = objects_end
+        self.fanout = struct.unpack_from("<256I", self.mm, index_at)
         if any(a > b for a, b in itertools.pairwise(self.fanout)) or self.fanout[255] != count:
             raise StoreError(f"pack {path.name}: its fanout table is inconsistent")
-        self.entries_at = HEADER.size + FANOUT_SIZE
+        self.entries_at = index_at + FANOUT_SIZE
         self.mtime = path.stat().st_mtime
 
     def _id(self, i: int) -> bytes:
@@ -121,7 +129,7 @@ class Pack:
     def read_entry(self, e: Entry, verify: bool = True) -> bytes:
         """The stored bytes of entry ``e``; CorruptObjectError if cut off or damaged."""
         end = e.offset + e.length
-        if e.offset < self.objects_at or end > self.size:
+        if e.offset < self.objects_at or end > self.objects_end:
             raise CorruptObjectError(e.cid, f"pack {self.path.name} is truncated before this object")
         data = os.pread(self.file.fileno(), e.length, e.offset)
         if len(data) != e.length:
@@ -148,9 +156,11 @@ class Pack:
 
     def read_header(self, e: Entry) -> bytes:
         end = e.offset + min(e.length, HEADER_SIZE)
-        if end > self.size:
+        if end > self.objects_end:
             raise CorruptObjectError(e.cid, f"pack {self.path.name} is truncated before this object")
-        return self.mm[e.offset : end]
+        # pread, not the mapping: a fault in the mapping maps the pages around it too (64 KiB), so
+        # looking at the headers of a 1 GiB pack's objects put 64 MB of it in the process's RSS
+        return os.pread(self.file.fileno(), end - e.offset, e.offset)
 
     def close(self) -> None:
         self.file.close()
@@ -302,15 +312,7 @@ def write_pack(root: Path, items: list[PackItem], on_item: Callable[[int], None]
                 pos += len(data)
                 if on_item:
                     on_item(k + 1)
-            table.sort(key=lambda e: e[0])
-            if any(a[0] == b[0] for a, b in itertools.pairwise(table)):
-                raise StoreError("internal error: an object was given twice to one pack")
-            counts = [0] * 256
-            for e in table:
-                counts[e[0][0]] += 1
-            fanout = list(itertools.accumulate(counts))
-            index = struct.pack("<256I", *fanout) + b"".join(ENTRY.pack(*e) for e in table)
-            digest = xxhash.xxh3_128_digest(index)
+            index, digest = index_of(table)
             f.seek(0)
             f.write(HEADER.pack(MAGIC, VERSION, n, objects_at, digest))
             f.write(index)
@@ -318,19 +320,11 @@ def write_pack(root: Path, items: list[PackItem], on_item: Callable[[int], None]
             os.fsync(f.fileno())
         final = root / f"pack-{digest.hex()}{SUFFIX}"
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         return final
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- inventory and repacking ---------------------------------------------------------------------

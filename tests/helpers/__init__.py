@@ -112,9 +112,10 @@ def save_safetensors(path: Path, state: dict[str, np.ndarray], metadata: dict[st
 def verify_store(repo: Path, store: Path, fsck: bool = True) -> int:
     """Every visible object decodes to its id; ``git coral fsck`` agrees. Returns the object count."""
     from coral_git.store.chunkstore import ChunkStore
+    from coral_git.store.packs import attach
 
     cs = ChunkStore(store)
-    ids = cs.loose.ids()
+    ids = sorted(set(cs.loose.ids()) | attach(cs).ids())  # loose and packed (an add's pack too)
     for cid in ids:
         cs.get(cid)  # raises CorruptObjectError on any torn or mismatched object
     if fsck:

@@ -21,8 +21,35 @@ def test_recent_keeps_newest_first_and_reads_the_older_form(tmp_path: Path) -> N
     assert [v[0][-1] for v in r.get_all(*sig)] == ["3", "4", "2"]
     assert r.get(*sig) == [f"{3:032x}", f"{13:032x}"]
     assert len(RecentTensors(tmp_path, limit=1).get_all(*sig)) == 1
-    r._path(*sig).write_text("a" * 32 + "," + "b" * 32)  # one line, no newline: the older form
-    assert r.get_all(*sig) == [["a" * 32, "b" * 32]]
+    old = ("v", "F32", (4, 4), 1024)  # a signature only the older form (a file per signature) knows
+    r._path(*old).parent.mkdir(parents=True, exist_ok=True)
+    r._path(*old).write_text("a" * 32 + "," + "b" * 32)  # one line, no newline
+    assert RecentTensors(tmp_path).get_all(*old) == [["a" * 32, "b" * 32]]  # (a table looks for them once)
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["log"]  # one file for every signature
+
+
+def test_recent_log_survives_torn_records_compaction_and_other_writers(tmp_path: Path) -> None:
+    from coral_git.store import recent as rmod
+
+    a, b = RecentTensors(tmp_path), RecentTensors(tmp_path)
+    sig = ("w", "F32", (4,), 64)
+    a.set(*sig, ["1" * 32])
+    assert b.get(*sig) == ["1" * 32]  # another process's table sees the append
+    with open(tmp_path / "log", "ab") as f:  # a crash in the middle of a record
+        f.write(b"\n" + RecentTensors.key(*sig).encode() + b" " + b"2" * 20)
+    assert b.get(*sig) == ["1" * 32]
+    a.set(*sig, ["3" * 32, "4" * 32])  # the next add's record is intact; the torn one is skipped
+    assert b.get_all(*sig) == [["3" * 32, "4" * 32], ["1" * 32]]
+    old = rmod.COMPACT_OVER
+    rmod.COMPACT_OVER = 1000
+    try:
+        for k in range(60):  # many versions of one signature: the log is rewritten with the kept ones
+            a.set_many([(sig, [f"{k:032x}"]), (("x", "F32", (4,), 64), [f"{k + 100:032x}"])])
+    finally:
+        rmod.COMPACT_OVER = old
+    assert (tmp_path / "log").stat().st_size < 2000
+    assert b.get_all(*sig) == [[f"{k:032x}"] for k in (59, 58, 57, 56)]
+    assert RecentTensors(tmp_path).get(("x", "F32", (4,), 64)[0], "F32", (4,), 64) == [f"{159:032x}"]
 
 
 def test_sample_windows_are_aligned_and_bounded() -> None:
