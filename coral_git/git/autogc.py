@@ -1,5 +1,5 @@
 """Automatic maintenance, like ``git gc --auto``: after an add stored new objects, a cheap estimate
-of the loose objects decides whether ``git coral gc --auto`` starts as a detached background process.
+of the loose objects (and of the packs large adds stream into, read from their headers) decides whether ``git coral gc --auto`` starts as a detached background process.
 
 The add never waits: the estimate reads a few object directories (git's trick: count one directory,
 multiply by 256), and starting the child is one fork+exec with its stdio on ``coral/gc.log``. One gc
@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..store.packformat import add_packs
 from ..ui import human_bytes
 from .repo import Repo, _parse_size
 
@@ -104,6 +105,11 @@ def check(repo: Repo) -> tuple[bool, str]:
     loose = estimate_loose(repo.store_root / "objects")
     about = "" if loose.exact else "about "
     what = f"{about}{loose.objects} loose object(s), {about}{human_bytes(loose.bytes)}"
+    added = add_packs(repo.store_root / "packs")  # large adds stream into packs: new objects all the same
+    if added:
+        n, size = sum(a[1] for a in added), sum(a[2] for a in added)
+        loose = Loose(loose.objects + n, loose.bytes + size, loose.exact)
+        what += f" + {n} in {len(added)} add pack(s), {human_bytes(size)}"
     if loose.objects > auto:
         return True, f"{what}: more than coral.gc.auto = {auto} objects"
     if auto_bytes > 0 and loose.bytes > auto_bytes:

@@ -42,7 +42,8 @@ def auto_worth_it(store) -> bool:
     new versions are deltas on the newest keyframe (two decodes), so nothing slows down."""
     src = packs.attach(store)
     loose = sum(st.st_size for _, st in packs.loose_stats(store.loose.root))
-    packed = sum(p.size for p in src.packs)
+    loose += sum(p.size for p in src.packs if p.version == packs.VERSION_ADD)  # adds' packs: new since the last gc
+    packed = sum(p.size for p in src.packs if p.version != packs.VERSION_ADD)
     return loose > 0 and packed <= AUTO_SHARE * loose
 
 

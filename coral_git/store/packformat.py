@@ -40,3 +40,26 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def add_packs(packs_dir: Path) -> list[tuple[Path, int, int]]:
+    """``(path, objects, bytes)`` of every pack an add wrote (version 2), from their headers only: the
+    objects adds wrote since the last gc, which counts them like loose ones (it folds them into its
+    packs). Cheap enough for the check after every add (one 64-byte read per pack)."""
+    out: list[tuple[Path, int, int]] = []
+    try:
+        names = [e for e in os.scandir(packs_dir) if e.name.endswith(SUFFIX) and not e.name.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for e in names:
+        try:
+            with open(e.path, "rb") as f:
+                head = f.read(HEADER.size)
+                size = os.fstat(f.fileno()).st_size
+        except OSError:
+            continue
+        if len(head) == HEADER.size:
+            magic, version, count, _, _ = HEADER.unpack(head)
+            if magic == MAGIC and version == VERSION_ADD:
+                out.append((Path(e.path), count, size))
+    return out

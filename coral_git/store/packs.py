@@ -85,6 +85,7 @@ class Pack:
         if xxhash.xxh3_128_digest(memoryview(self.mm)[index_at:index_end]) != index_hash:
             raise StoreError(f"pack {path.name}: its index does not match its checksum")
         self.count = count
+        self.version = version  # VERSION_ADD: written by an add (gc folds it into its own packs)
         self.objects_at = objects_at
         self.objects_end = objects_end
         self.fanout = struct.unpack_from("<256I", self.mm, index_at)
@@ -412,7 +413,7 @@ def repack(
     max_packs: int = 8,
     on_item: Callable[[int, int], None] | None = None,
 ) -> RepackResult:
-    """Gather loose objects into a new pack and rewrite packs that hold ``drop``ped objects.
+    """Gather loose objects (and adds' packs) into a new pack and rewrite packs that hold ``drop``ped objects.
 
     The caller holds ``store.lock()``. Loose objects in ``drop`` are deleted; objects in ``drop``
     are left out of rewritten packs. With ``full`` (or more than ``max_packs`` packs) every pack is
@@ -425,7 +426,11 @@ def repack(
     src.rescan(force=True)
     inv = inventory(store, src)
     res = RepackResult()
-    rewrite = [p for p in src.packs if full or any(p.find(c) is not None for c in (*drop, *rekey))]
+    # an add's pack (version 2) is gathered like loose objects: what adds wrote since the last gc
+    rewrite = [
+        p for p in src.packs
+        if full or (loose and p.version == VERSION_ADD) or any(p.find(c) is not None for c in (*drop, *rekey))
+    ]
     if len(src.packs) - len(rewrite) + 1 > max_packs:
         rewrite = list(src.packs)
     rewriting = {p.path for p in rewrite}

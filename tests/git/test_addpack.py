@@ -141,3 +141,29 @@ def test_objects_in_an_add_pack_are_the_loose_objects_byte_for_byte(tmp_path: Pa
     assert ids and not packed.loose.ids() and len(_packs(packed.root)) == 2
     for cid in ids:
         assert packed.read_object(cid) == loose.read_object(cid)
+
+
+def test_adds_packs_count_for_auto_gc_which_folds_them(repo: Path, tmp_path: Path) -> None:
+    """Large adds leave no loose objects, yet their packs are what adds wrote since the last gc: they
+    start ``gc --auto`` like loose bytes would, and gc gathers them into its own (version 1) packs."""
+    from test_auto_gc import wait_for_gc
+
+    store = repo / ".git" / "coral"
+    git(repo, "config", "coral.addPackSize", "256k")
+    git(repo, "config", "coral.chunkSize", "64k")
+    git(repo, "config", "coral.gc.autoBytes", "1m")  # one ~1.2 MiB add pack is past it
+    state, shas = make_state(5), []
+    for v in range(2):
+        state = perturb(state, 10 + v) if v else state
+        save_safetensors(repo / "m.safetensors", state)
+        shas.append(sha256(repo / "m.safetensors"))
+        git(repo, "add", "m.safetensors")
+        git(repo, "commit", "-qm", f"v{v}")
+        wait_for_gc(store)
+    assert "gc --auto:" in (store / "gc.log").read_text()  # the adds' packs started it: no loose object did
+    versions = [struct.unpack_from("<4sI", p.read_bytes())[1] for p in _packs(store)]
+    assert versions and 2 not in versions, f"gc left an add's pack unfolded: {versions}"
+    assert _loose(store) == 0
+    verify_store(repo, store)
+    for back, sha in enumerate(reversed(shas)):
+        checkout_equals(repo, f"HEAD~{back}", "m.safetensors", sha, tmp_path)
