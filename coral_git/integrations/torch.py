@@ -241,16 +241,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def encode_files(
-    model_tensors: dict[str, torch.Tensor], aliases: dict[str, str], training: dict[str, Any], copy: bool = False
-) -> dict[str, bytes]:
-    """The two checkpoint files as bytes."""
-    from safetensors.torch import save
+    model_tensors: dict[str, torch.Tensor],
+    aliases: dict[str, str],
+    training: dict[str, Any],
+    copy: bool = False,
+    buffers: dict[str, bytearray] | None = None,
+) -> dict[str, bytes | memoryview]:
+    """The two checkpoint files' bytes. With ``buffers`` (kept by the caller from one save to the
+    next, and only reused once the files were committed) they are views of reused buffers: the same
+    bytes as ``safetensors.torch.save`` without a fresh file-sized allocation per checkpoint."""
+    from .stwriter import save_into
 
     meta = {ALIAS_KEY: json.dumps(aliases, sort_keys=True)} if aliases else None
     tensors: dict[str, torch.Tensor] = {}
     tree = _encode(training, "", tensors, copy)
     state_meta = {STATE_KEY: json.dumps({"format": FORMAT, "state": tree})}
-    return {MODEL_FILE: save(model_tensors, metadata=meta), STATE_FILE: save(_unshare(tensors), metadata=state_meta)}
+    pool = buffers if buffers is not None else {}
+    out: dict[str, bytes | memoryview] = {}
+    for name, ts, md in ((MODEL_FILE, model_tensors, meta), (STATE_FILE, _unshare(tensors), state_meta)):
+        out[name], pool[name] = save_into(ts, md, pool.get(name))
+    return out
 
 
 def decode_files(model_bytes: bytes, state_bytes: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -327,7 +337,7 @@ def load_checkpoint(
 # -- the manager -------------------------------------------------------------------------------
 @dataclass
 class _Job:
-    files: dict[str, bytes] | None
+    files: dict[str, bytes | memoryview] | None
     snapshot: tuple | None
     message: str
     epoch: int
@@ -385,6 +395,8 @@ class CheckpointManager:
         self._error: BaseException | None = None
         self._dropped = 0
         self._spare: Pool | None = None
+        self._file_buffers: dict[str, bytearray] = {}  # sync saves: the files' bytes, reused
+        self._async_file_buffers: dict[str, bytearray] = {}  # the same for the committing thread
         self._closed = False
         self._async = async_
         self._queue: queue.Queue[_Job | None] | None = None
@@ -460,7 +472,9 @@ class CheckpointManager:
         )
         if not self._async:
             tensors, aliases = model_snapshot(self.model, copy=False)
-            job = _Job(encode_files(tensors, aliases, training), None, message, self.epoch, self.global_step, values, reason)
+            # the files' buffers are reused by the next sync save: this commit is done with them by then
+            files = encode_files(tensors, aliases, training, buffers=self._file_buffers)
+            job = _Job(files, None, message, self.epoch, self.global_step, values, reason)
             return self._commit(self._writer, job)
         # async: copy everything off the model and optimizer now; encode and commit later
         pool, self._spare = self._spare or {}, None  # buffers of an encoded checkpoint, reused
@@ -477,14 +491,15 @@ class CheckpointManager:
     def _commit(self, writer: ck.BranchWriter, job: _Job) -> str:
         files = job.files
         if files is None:
-            from safetensors.torch import save
+            from .stwriter import save_into
 
             tensors, aliases, tree, state_tensors = job.snapshot  # type: ignore[misc]
             meta = {ALIAS_KEY: json.dumps(aliases, sort_keys=True)} if aliases else None
-            files = {
-                MODEL_FILE: save(tensors, metadata=meta),
-                STATE_FILE: save(_unshare(state_tensors), metadata={STATE_KEY: json.dumps({"format": FORMAT, "state": tree})}),
-            }
+            state_meta = {STATE_KEY: json.dumps({"format": FORMAT, "state": tree})}
+            pool = self._async_file_buffers  # one job at a time: the last one was committed
+            files = {}
+            for name, ts, md in ((MODEL_FILE, tensors, meta), (STATE_FILE, _unshare(state_tensors), state_meta)):
+                files[name], pool[name] = save_into(ts, md, pool.get(name))
             job.snapshot = None
             spare = {"m:" + k: v for k, v in tensors.items()}
             spare.update(("s:" + k, v) for k, v in state_tensors.items())
