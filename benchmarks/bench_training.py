@@ -73,6 +73,16 @@ def tree_size(path: Path) -> tuple[int, int]:
     return apparent, blocks
 
 
+def _wait_for_gc(store: Path, timeout: float = 600.0) -> None:
+    """Until no background ``gc --auto`` holds the store's gc lock."""
+    from coral_git.git import autogc
+
+    deadline = time.monotonic() + timeout
+    time.sleep(0.5)
+    while autogc.running(store) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 # --------------------------------------------------------------------------- A: stall
 def bench_stall(work: Path, layers: int, width: int, saves: int) -> dict[str, float]:
     import torch
@@ -122,6 +132,7 @@ def bench_stall(work: Path, layers: int, width: int, saves: int) -> dict[str, fl
         out[f"{mode}_first"], out[f"{mode}_median"] = stalls[0], statistics.median(stalls[1:] or stalls)
         if mode == "async":
             out["async_commit_median"] = statistics.median(background[1:] or background)
+        _wait_for_gc(repo / ".git" / "coral")  # a background gc --auto's temporary packs are not the store
         out[f"{mode}_store_mb"] = tree_size(repo / ".git")[0] / MB
         log(f"A: {mode} stalls {[round(s, 2) for s in stalls]} background {[round(s, 2) for s in background]}")
         shutil.rmtree(repo)

@@ -242,7 +242,10 @@ class ChunkStore:
             return False  # this add already stored it
         if self.has(cid) and self._freshen(cid):
             return False
-        delta = self._delta_on(raw, itemsize, base) if base and base != cid else None
+        # an add's pack opened while gc held the lock holds no lock: keyframes only (a delta inside a
+        # pack gc cannot see yet could lose its base to that gc's sweep)
+        may_delta = adding is None or self._adding_lock >= 0
+        delta = self._delta_on(raw, itemsize, base) if may_delta and base and base != cid else None
         if delta is not None:
             # a delta may only land while its base is sure to stay: gc holds the lock from its
             # inventory to its sweep, so under the lock the base is either still there and this
@@ -273,7 +276,10 @@ class ChunkStore:
 
         The pack holds a shared store lock from here to its rename, so gc (which takes the lock
         exclusively from its inventory to its sweep) never runs while objects it cannot see yet
-        depend on bases it could delete; if gc holds the lock now, the add writes loose objects."""
+        depend on bases it could delete. If gc holds the lock now (a background ``gc --auto`` in a
+        training loop), the pack is opened without it and takes keyframes only, which depend on
+        nothing: as the loose path does then, minus a file, a rename and a whole-filesystem sync per
+        add (a ``syncfs`` behind gc's own writes made such saves 3x slower)."""
         if not self.pack_adds or size < self.pack_adds:
             return False
         with self._adding_guard:
@@ -286,11 +292,16 @@ class ChunkStore:
                 return False
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:  # gc holds it: an unlocked pack of keyframes (see above)
+                os.close(fd)
+                fd = -1
+            try:
                 from .addpack import AddPack  # here: small adds and smudges never load the pack writer
 
                 pack = AddPack(self.root / "packs")
             except OSError:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
                 return False
             self._adding, self._adding_lock = pack, fd
             self.sources.insert(0, pack)

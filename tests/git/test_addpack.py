@@ -167,3 +167,36 @@ def test_adds_packs_count_for_auto_gc_which_folds_them(repo: Path, tmp_path: Pat
     verify_store(repo, store)
     for back, sha in enumerate(reversed(shas)):
         checkout_equals(repo, f"HEAD~{back}", "m.safetensors", sha, tmp_path)
+
+
+def test_an_add_while_gc_holds_the_lock_packs_keyframes_only(repo: Path, tmp_path: Path) -> None:
+    """A training loop's save while a background gc holds the store lock: the add does not wait and
+    does not scatter loose files; its pack holds keyframes only (nothing a running gc could take
+    the base of), and everything checks out once gc lets go."""
+    store = repo / ".git" / "coral"
+    git(repo, "config", "coral.addPackSize", "256k")
+    git(repo, "config", "coral.chunkSize", "64k")
+    v1 = make_state(7)
+    save_safetensors(repo / "m.safetensors", v1)
+    shas = [sha256(repo / "m.safetensors")]
+    git(repo, "add", "m.safetensors")
+    git(repo, "commit", "-qm", "v1")
+    save_safetensors(repo / "m.safetensors", perturb(v1, 8))
+    shas.append(sha256(repo / "m.safetensors"))
+    lock = os.open(store / "lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as gc does from its inventory to its sweep
+    try:
+        git(repo, "add", "m.safetensors")
+        git(repo, "commit", "-qm", "v2")
+    finally:
+        os.close(lock)
+    assert len(_packs(store)) == 2 and _loose(store) == 0
+    cs = ChunkStore(store)
+    attach(cs)
+    p2 = parse(git(repo, "cat-file", "blob", "HEAD:m.safetensors").encode())
+    p1 = parse(git(repo, "cat-file", "blob", "HEAD~1:m.safetensors").encode())
+    new = p2.chunk_ids() - p1.chunk_ids()
+    assert new and all(cs.header(c).base is None for c in new), "a delta was written without the lock"
+    verify_store(repo, store)
+    for back, sha in enumerate(reversed(shas)):
+        checkout_equals(repo, f"HEAD~{back}", "m.safetensors", sha, tmp_path)
