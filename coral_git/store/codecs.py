@@ -210,6 +210,13 @@ class Codec:
         """The zstd frame of ``payload`` decoded into this thread's scratch buffer."""
         return self._unzstd(payload, raw_len, scratch("planes", raw_len))
 
+    def _ungrouped(self, payload: bytes, raw_len: int, e: int, out: np.ndarray | None) -> np.ndarray:
+        """A byte-grouped zstd frame back in element order, in ``out`` (or a new array)."""
+        out = _out(out, raw_len)
+        if e == 1:
+            return self._unzstd(payload, raw_len, out)
+        return ungroup_bytes(self._planes(payload, raw_len), e, out)
+
 
 class RawCodec(Codec):
     """Bytes as they are: for chunks that no codec makes smaller."""
@@ -245,10 +252,7 @@ class GroupZstdCodec(Codec):
     def decode(
         self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None, out: np.ndarray | None = None
     ) -> np.ndarray:
-        e = _elem(raw_len, itemsize)
-        if e == 1:
-            return self._unzstd(payload, raw_len, out)
-        return ungroup_bytes(self._planes(payload, raw_len), e, _out(out, raw_len))
+        return self._ungrouped(payload, raw_len, _elem(raw_len, itemsize), out)
 
 
 class SubZigzagCodec(Codec):
@@ -275,12 +279,8 @@ class SubZigzagCodec(Codec):
     ) -> np.ndarray:
         assert base is not None and base.size == raw_len
         e = _elem(raw_len, itemsize)
-        out = _out(out, raw_len)
         # planes (scratch) -> zigzagged words in ``out`` -> unzigzag and add the base in place
-        if e == 1:
-            self._unzstd(payload, raw_len, out)
-        else:
-            ungroup_bytes(self._planes(payload, raw_len), e, out)
+        out = self._ungrouped(payload, raw_len, e, out)
         _unzigzag_add(out.view(_UINT[e]), base, e)
         return out
 
@@ -300,12 +300,7 @@ class XorCodec(Codec):
         self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None, out: np.ndarray | None = None
     ) -> np.ndarray:
         assert base is not None and base.size == raw_len
-        e = _elem(raw_len, itemsize)
-        out = _out(out, raw_len)
-        if e == 1:
-            self._unzstd(payload, raw_len, out)
-        else:
-            ungroup_bytes(self._planes(payload, raw_len), e, out)
+        out = self._ungrouped(payload, raw_len, _elem(raw_len, itemsize), out)
         np.bitwise_xor(out, base, out=out)
         return out
 
