@@ -22,6 +22,7 @@ from ..errors import CorruptObjectError, StoreError, UsageError
 from ..git import reachability
 from ..git.repo import Repo, git_value
 from ..store import packs
+from ..store.addpack import TMP_PREFIX, writer_gone
 from ..store.chunkstore import forget_freshened, freshened
 from ..store.objects import HEADER_SIZE, unpack_header
 from ..store.rebase import RebaseResult
@@ -261,7 +262,8 @@ def drop_loose(store, inv: dict[str, packs.Stored], garbage: set[str]) -> int:
 
 
 def clean_temp(root: Path, age: float = TMP_AGE, now: float | None = None) -> int:
-    """Remove spool files under ``tmp/`` and ``.tmp-*`` files anywhere in the store older than ``age``."""
+    """Remove spool files under ``tmp/`` and ``.tmp-*`` files anywhere in the store older than ``age``;
+    an add's temp pack (as large as what the add wrote) as soon as no add holds it, and never while one does."""
     now = time.time() if now is None else now
     removed = 0
     if not root.is_dir():
@@ -274,6 +276,13 @@ def clean_temp(root: Path, age: float = TMP_AGE, now: float | None = None) -> in
             if not (in_tmp or name.startswith(".tmp-")):
                 continue
             f = d / name
+            if name.startswith(TMP_PREFIX):
+                gone = writer_gone(f)
+                if gone is not None:
+                    if gone:
+                        f.unlink(missing_ok=True)
+                        removed += 1
+                    continue
             try:
                 if now - f.lstat().st_mtime > age:
                     f.unlink()

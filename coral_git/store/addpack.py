@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -21,7 +22,8 @@ class AddPack:
     handed out under a lock) and are readable from it at once, so later chunks of the same add
     find them (dedup) and can use them as bases. :meth:`finish` appends the index, patches the
     header, fsyncs and renames the file into ``packs/``: from then on it is an ordinary pack, and
-    until then it is a ``.tmp-*`` file that nothing else reads and gc removes once stale. No loose
+    until then it is a ``.tmp-pack-*`` file that nothing else reads and gc removes once no add holds
+    its lock (the add died). No loose
     file per object, and nothing for gc to re-read and re-write later."""
 
     WRITEBACK = 32 << 20  # bytes appended between two "start writing back" hints to the kernel
@@ -29,8 +31,11 @@ class AddPack:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.root / f".tmp-pack-{os.getpid()}-{os.urandom(6).hex()}"
+        self.tmp = self.root / f"{TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
         self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444)
+        # held until the fd closes (the kernel drops it when the add dies): gc removes a temp pack
+        # nobody holds at once, and never one an add is still writing, however old (writer_gone)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.pos = HEADER.size
         self.table: dict[str, tuple[int, int, int]] = {}  # id -> (offset, length, xxh3-64), once written
         self.busy: set[str] = set()  # ids being written right now
@@ -127,3 +132,24 @@ class AddPack:
             os.close(self.fd)
             self.fd = -1
         self.tmp.unlink(missing_ok=True)
+
+
+TMP_PREFIX = ".tmp-pack-"
+
+
+def writer_gone(path: Path) -> bool | None:
+    """For an add's temp pack: True when no process holds it (its add died: the file is garbage),
+    False while an add is writing it, None when it is gone or cannot be checked."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

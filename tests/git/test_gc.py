@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from helpers import copy_repo, coral, git, isolated_git, make_state, new_repo, p
 from coral_git.core import pointer as ptr
 from coral_git.git.repo import find_repo
 from coral_git.maintenance.gc import clean_temp, configured_expire, gc, parse_expire
+from coral_git.store.addpack import AddPack
 from coral_git.store.packs import inventory
 
 MODEL = "model.safetensors"
@@ -277,6 +280,31 @@ def test_stale_temp_files(repo: Path) -> None:
         os.utime(f, (old, old))
     assert clean_temp(root) == 3
     assert fresh.exists() and not any(f.exists() for f in stale)
+
+
+def test_temp_pack_of_a_killed_add_goes_at_once_a_live_one_never(repo: Path) -> None:
+    """An add's temp pack is as large as what it wrote: gc removes it as soon as its add is dead
+    (killed: the kernel dropped its lock), however young, and never while an add writes it, however old."""
+    root = repo / ".git" / "coral"
+    script = (
+        "import os, sys\n"
+        "from coral_git.store.addpack import AddPack\n"
+        "a = AddPack(sys.argv[1]); a.add('ab' * 16, b'x' * 4096)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(root / "packs")], capture_output=True)
+    assert proc.returncode == -9
+    (dead,) = (root / "packs").glob(".tmp-pack-*")
+    live = AddPack(root / "packs")
+    old = time.time() - 7200
+    os.utime(live.tmp, (old, old))
+    try:
+        assert clean_temp(root) == 1
+        assert not dead.exists() and live.tmp.exists()
+        coral(repo, "gc")  # the command as well
+        assert live.tmp.exists()
+    finally:
+        live.abort()
 
 
 def test_parse_expire() -> None:
