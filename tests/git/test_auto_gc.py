@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from helpers import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import commit_versions, coral, git, make_state, save_safetensors, sha256
 
 from coral_git.git import autogc
 from coral_git.git.repo import find_repo
@@ -176,14 +176,7 @@ def test_perturbed_versions_still_check_out_after_background_gc(repo: Path) -> N
     git(repo, "config", "coral.gc.auto", "4")
     git(repo, "config", "coral.chunkSize", "16k")
     state = make_state(seed=2, layers=2, width=128)
-    shas = []
-    for v in range(4):
-        save_safetensors(repo / "w.safetensors", state)
-        shas.append(sha256(repo / "w.safetensors"))
-        git(repo, "add", "w.safetensors")
-        git(repo, "commit", "-qm", f"v{v}")
-        wait_for_gc(repo / ".git" / "coral")
-        state = perturb(state, seed=v)
+    shas = commit_versions(repo, "w.safetensors", state, 4, after=lambda: wait_for_gc(repo / ".git" / "coral"))
     coral(repo, "fsck")
     for back, want in enumerate(reversed(shas)):
         git(repo, "checkout", "-q", f"HEAD~{back}", "--", "w.safetensors")

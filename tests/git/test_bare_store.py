@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import coral, git, make_state, new_repo, perturb, save_safetensors, sha256, small_filesystem
+from helpers import commit_versions, coral, git, make_state, new_repo, save_safetensors, sha256, small_filesystem
 
 from coral_git.store import packs
 
@@ -23,13 +23,7 @@ def test_gc_fsck_stats_run_in_a_bare_repository(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q", "--bare", str(bare))
     git(repo, "remote", "add", "origin", str(bare))
     state = make_state(seed=1, layers=2, width=128)
-    main_shas = []
-    for v in range(2):
-        save_safetensors(repo / "m.safetensors", state)
-        main_shas.append(sha256(repo / "m.safetensors"))
-        git(repo, "add", "m.safetensors")
-        git(repo, "commit", "-qm", f"main {v}")
-        state = perturb(state, seed=v)
+    main_shas = commit_versions(repo, "m.safetensors", state, 2, message="main {}")
     git(repo, "push", "-q", "origin", "main")
     git(repo, "checkout", "-q", "-b", "exp")
     save_safetensors(repo / "m.safetensors", make_state(seed=9, layers=2, width=128))  # unrelated weights

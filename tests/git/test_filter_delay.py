@@ -8,20 +8,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from helpers import coral, git, make_state, save_safetensors, sha256
+from helpers import git, make_state, repo_with_bare, save_safetensors, sha256
 
 SHARDS = 6
 
 
 def shard_repo(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     subprocess.run(["git", "coral", "init", "--global"], check=True, capture_output=True)
-    bare = tmp_path / "shared.git"
-    git(tmp_path, "init", "-q", "--bare", str(bare))
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    coral(repo, "init")
-    git(repo, "remote", "add", "origin", str(bare))
+    repo, bare = repo_with_bare(tmp_path)
     shas = {}
     for i in range(SHARDS):
         name = f"model-{i:05d}-of-{SHARDS:05d}.safetensors"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from helpers import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import commit_versions, coral, git, make_state, save_safetensors, sha256
 
 from coral_git.git.install import HOOK_MARK, HOOKS
 from coral_git.store import packs
@@ -46,14 +46,7 @@ def test_clone_of_a_global_install_pushes_chunks_and_clones_back(tmp_path: Path)
     hooks = work / ".git" / "hooks"
     (hooks / "pre-push").write_text(FOREIGN)  # another tool's hook: kept and chained, never lost
     (hooks / "pre-push").chmod(0o755)
-    state = make_state(seed=3, width=128)
-    shas = []
-    for v in range(2):
-        save_safetensors(work / "model.safetensors", state)
-        shas.append(sha256(work / "model.safetensors"))
-        git(work, "add", "model.safetensors")
-        git(work, "commit", "-qm", f"v{v}")
-        state = perturb(state, seed=v)
+    shas = commit_versions(work, "model.safetensors", make_state(seed=3, width=128), 2)
     installed = hooks_of(work)
     assert sorted(installed) == sorted(HOOKS) and all(HOOK_MARK in t for t in installed.values())
     assert (hooks / "pre-push.pre-coral").read_text() == FOREIGN

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import commit_versions, coral, git, make_state, repo_with_bare, sha256
 from helpers.lfs_server import LfsServer, lfs_server  # noqa: F401 - fixture
 
 from coral_git.core import pointer as ptr
@@ -30,22 +30,9 @@ def test_each_pack_uploaded_once_and_versions_keep_to_their_packs(
     monkeypatch.setenv("CORAL_WIRE_PACK_BYTES", str(PACK))
     coral(tmp_path, "init", "--global")
     git(tmp_path, "config", "--global", "coral.chunkSize", "16384")
-    bare = tmp_path / "shared.git"
-    git(tmp_path, "init", "-q", "--bare", str(bare))
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    coral(repo, "init")
-    git(repo, "remote", "add", "origin", str(bare))
+    repo, bare = repo_with_bare(tmp_path)
     git(repo, "config", "lfs.url", lfs_server.lfs_url())
-    state = make_state(seed=5, width=160)
-    shas = []
-    for v in range(3):
-        save_safetensors(repo / "model.safetensors", state)
-        shas.append(sha256(repo / "model.safetensors"))
-        git(repo, "add", ".")
-        git(repo, "commit", "-qm", f"v{v}")
-        state = perturb(state, seed=v, scale=0.05)
+    shas = commit_versions(repo, "model.safetensors", make_state(seed=5, width=160), 3, scale=0.05)
     push = subprocess.run(["git", "push", "-q", "origin", "HEAD:main"], cwd=repo, capture_output=True)
     assert push.returncode == 0, push.stderr.decode()
     packs = indexref.read(bare, git(bare, "rev-parse", indexref.REF).strip())

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import coral, git, make_state, perturb, save_safetensors, sha256
+from helpers import git, make_state, perturb, repo_with_bare, save_safetensors, sha256
 from helpers.lfs_server import LfsServer, lfs_server, lfs_server_auth  # noqa: F401 - fixtures
 
 from coral_git.remote import indexref
@@ -24,13 +24,7 @@ def setup_global() -> None:
 
 
 def make_repo(tmp: Path, lfs_url: str) -> tuple[Path, Path]:
-    bare = tmp / "shared.git"
-    git(tmp, "init", "-q", "--bare", str(bare))
-    repo = tmp / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    coral(repo, "init")
-    git(repo, "remote", "add", "origin", str(bare))
+    repo, bare = repo_with_bare(tmp)
     git(repo, "config", "lfs.url", lfs_url)
     return repo, bare
 

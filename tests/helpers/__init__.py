@@ -68,6 +68,43 @@ def new_repo(path: Path) -> Path:
     return path
 
 
+def repo_with_bare(tmp: Path, name: str = "repo") -> tuple[Path, Path]:
+    """``tmp/name`` with ``git coral init`` done (nothing committed) whose origin is a new bare
+    repository ``tmp/shared.git``; returns ``(repo, bare)``."""
+    bare = tmp / "shared.git"
+    git(tmp, "init", "-q", "--bare", str(bare))
+    repo = tmp / name
+    repo.mkdir()
+    git(repo, "init", "-q")
+    coral(repo, "init")
+    git(repo, "remote", "add", "origin", str(bare))
+    return repo, bare
+
+
+def commit_versions(
+    repo: Path,
+    rel: str,
+    state: dict[str, np.ndarray],
+    versions: int,
+    *,
+    scale: float = 1e-3,
+    message: str = "v{}",
+    after: Callable[[], None] | None = None,
+) -> list[str]:
+    """Commit ``versions`` versions of ``rel`` (``git add -A``), each ``state`` perturbed once more
+    (seed = version number); returns the sha256 of each version's file, oldest first."""
+    shas = []
+    for v in range(versions):
+        save_safetensors(repo / rel, state)
+        shas.append(sha256(repo / rel))
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", message.format(v))
+        if after is not None:
+            after()
+        state = perturb(state, seed=v, scale=scale)
+    return shas
+
+
 def copy_repo(template: Path, dest: Path) -> Path:
     """A private copy of a template repository (built once per module: tests stay quick)."""
     shutil.copytree(template, dest, symlinks=True)
