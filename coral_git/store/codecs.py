@@ -381,14 +381,12 @@ class SubZigzagPlanesCodec(Codec):
         if self._use_kernels(raw.size):
             nz = z != 0
             pc.put_stream(out, np.packbits(nz), self.zstd)
-            idx = pc.sparse_index(nz)
-            cls, _, h2, planes = self.kernels.split(z, idx, base.view(pc.UINT[e]), e)
-            m = cls.size
+            m = int(np.count_nonzero(nz))
             if m == 0:
                 return b"".join(out)
+            cls, counts, planes = self.kernels.split(z, nz.view(np.uint8), base.view(pc.UINT[e]), m)
             if e > 1:
                 pc.put_stream(out, pc.pack_classes(cls, e), self.zstd)
-            counts = h2.sum(axis=1)
             s = np.concatenate([[0], np.cumsum(counts)])
             off = 0
             for k in range(e):
@@ -460,20 +458,16 @@ class SubZigzagPlanesCodec(Codec):
         k = self.kernels
         assert k is not None
         m = int(np.count_nonzero(nz))
-        idx = pc.sparse_index(nz, m)
         out = np.empty(base.size, dtype=base.dtype)
-        if idx.size or m == 0:
-            np.copyto(out, base)
         if m == 0:
             rd.done()
+            np.copyto(out, base)
             return out.view(np.uint8)
         w = pc.CLASS_BITS.get(e, 0)
-        cls = k.unpack_classes(rd.take((m * w + 7) // 8) if w else np.zeros(0, np.uint8), m, w)
-        h, h2 = k.histograms(nz, idx, base, cls, e)
-        counts = h2.sum(axis=1)
-        if counts.sum() != m:
+        cls, counts = k.unpack_classes(rd.take((m * w + 7) // 8) if w else np.zeros(0, np.uint8), m, e)
+        if counts[e:].any():
             raise ValueError("byte-length class out of range")
-        s = np.concatenate([[0], np.cumsum(counts)])
+        s = np.concatenate([[0], np.cumsum(counts[:e])])
         planes = np.empty(int(sum(m - s[q] for q in range(e))), dtype=np.uint8)
         off = 0
         for q in range(e):
@@ -482,7 +476,7 @@ class SubZigzagPlanesCodec(Codec):
                     rd.take(n, out=planes[off : off + n])
                 off += n
         rd.done()
-        k.assemble(nz, idx, base, cls, h, h2, planes, out)
+        k.decode(nz.view(np.uint8), pc.sparse_index(nz, m), cls, s, planes, base, out)
         return out.view(np.uint8)
 
 
