@@ -420,20 +420,20 @@ class SubZigzagPlanesCodec(Codec):
     def decode(
         self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None = None, out: np.ndarray | None = None
     ) -> np.ndarray:
-        got = self._decode(payload, itemsize, raw_len, base)
+        assert base is not None and base.size == raw_len
+        e = _elem(raw_len, itemsize)
+        rd = pc.StreamReader(payload, self.zstd)
+        if self._use_kernels(raw_len):
+            return self._decode_kernels(rd, base.view(pc.UINT[e]), e, _out(out, raw_len))
+        got = self._decode(rd, e, raw_len, base)
         if out is None:
             return got
         np.copyto(_out(out, raw_len), got)
         return out
 
-    def _decode(self, payload: bytes, itemsize: int, raw_len: int, base: np.ndarray | None) -> np.ndarray:
-        assert base is not None and base.size == raw_len
-        e = _elem(raw_len, itemsize)
+    def _decode(self, rd: pc.StreamReader, e: int, raw_len: int, base: np.ndarray) -> np.ndarray:
         n = raw_len // e
-        rd = pc.StreamReader(payload, self.zstd)
         nz = np.unpackbits(rd.take((n + 7) // 8), count=n).view(bool)
-        if self._use_kernels(raw_len):
-            return self._decode_kernels(rd, nz, base.view(pc.UINT[e]), e)
         z = np.zeros(n, dtype=pc.UINT[e])
         order = pc.context_order(nz, base, e)
         m = order.size
@@ -454,31 +454,38 @@ class SubZigzagPlanesCodec(Codec):
         rd.done()
         return pc.unzigzag_add(z, base, e)
 
-    def _decode_kernels(self, rd: pc.StreamReader, nz: np.ndarray, base: np.ndarray, e: int) -> np.ndarray:
+    def _decode_kernels(self, rd: pc.StreamReader, base: np.ndarray, e: int, out: np.ndarray) -> np.ndarray:
+        """Decode into ``out``; every temporary is a reused per-thread buffer (slots ``c5-*``)."""
         k = self.kernels
         assert k is not None
-        m = int(np.count_nonzero(nz))
-        out = np.empty(base.size, dtype=base.dtype)
+        n = base.size
+        u = out.view(base.dtype)
+        bits = scratch("c5-bits", n)[:n]
+        m = int(k.unpack_bits(rd.take((n + 7) // 8), n, bits))
         if m == 0:
             rd.done()
-            np.copyto(out, base)
-            return out.view(np.uint8)
+            np.copyto(u, base)
+            return out
         w = pc.CLASS_BITS.get(e, 0)
-        cls, counts = k.unpack_classes(rd.take((m * w + 7) // 8) if w else np.zeros(0, np.uint8), m, e)
+        cls = scratch("c5-cls", m + 8)[: m + 8]
+        counts = k.unpack_classes(rd.take((m * w + 7) // 8) if w else np.zeros(0, np.uint8), m, e, cls)
         if counts[e:].any():
             raise ValueError("byte-length class out of range")
         s = np.concatenate([[0], np.cumsum(counts[:e])])
-        planes = np.empty(int(sum(m - s[q] for q in range(e))), dtype=np.uint8)
+        size = int(sum(m - s[q] for q in range(e)))
+        planes = scratch("c5-planes", size)[:size]
         off = 0
         for q in range(e):
-            for n in (int(counts[q]), int(m - s[q + 1])):
-                if n:
-                    rd.take(n, out=planes[off : off + n])
-                off += n
+            for nn in (int(counts[q]), int(m - s[q + 1])):
+                if nn:
+                    rd.take(nn, out=planes[off : off + nn])
+                off += nn
         rd.done()
-        k.decode(nz.view(np.uint8), pc.sparse_index(nz, m), cls, s, planes, base, out)
-        return out.view(np.uint8)
-
+        zbytes = (m + 1) * e
+        zp = scratch("c5-zp", zbytes)[:zbytes].view(base.dtype)
+        zc = scratch("c5-zc", zbytes)[:zbytes].view(base.dtype)
+        k.decode(bits, pc.sparse_index(bits.view(bool), m), cls, s, planes, base, u, zp, zc, scratch("c5-ctx", n)[:n])
+        return out
 
 def codec(code: int, level: int = 1) -> Codec:
     """The codec registered under ``code``; KeyError if unknown."""
