@@ -263,7 +263,26 @@ def _from_class_order(cls, s, a, b, m, e):
 def _to_class_order(cls, s, a, b, m, e):
     """The stable counting sort by class, the inverse of :func:`_from_class_order`."""
     one = np.uint64(1)
-    if e == 2:
+    if e == 4:
+        j0 = np.uint64(s[0])
+        j1 = np.uint64(s[1])
+        j2 = np.uint64(s[2])
+        j3 = np.uint64(s[3])
+        for p in range(m):
+            k = cls[p]
+            if k == 2:
+                b[j2] = a[p]
+                j2 += one
+            elif k == 1:
+                b[j1] = a[p]
+                j1 += one
+            elif k == 3:
+                b[j3] = a[p]
+                j3 += one
+            else:
+                b[j0] = a[p]
+                j0 += one
+    elif e == 2:
         i0 = np.int64(s[0])
         i1 = np.int64(s[1])
         for p in range(m):
@@ -290,12 +309,12 @@ def split(z, bits, base, m):
     _contexts(base, ctx)
     zc = np.zeros(m + 1, z.dtype)
     _lane_walk(bits, ctx, _context_cursors(bits, ctx), z, zc, False)
-    cls = np.zeros(m, np.uint8)
+    cls = np.empty(m, np.uint8)
     for p in range(m):
         v = np.uint64(zc[p])
-        k = 0
+        k = np.uint8(0)
         for q in range(1, e):
-            k += (v >> np.uint64(8 * q)) != 0
+            k += np.uint8(v > np.uint64((1 << (8 * q)) - 1))
         cls[p] = k
     counts = _class_counts(cls, m)
     s = _class_starts(counts, e)
