@@ -36,9 +36,9 @@ DEFAULT_ADD_CHAIN = 1  # deltas written by an add sit on a keyframe: every versi
 FRESHENED = "freshened"  # "<id> <unix time>" lines: packed objects an add reused
 DELTA_PAYS = 0.9  # an add's delta is kept when it is below this share of the raw chunk
 # codecs for new objects; every registered codec stays readable. sub-zz-ctx-planes (5) stores deltas
-# 8-36% smaller but decodes 5-10x slower today (benchmarks/bench_codec.py), so new deltas stay
-# sub-zz-bg-zstd (2) until that codec has a compiled kernel; keyframes stay bg-zstd (rot-planes, 4,
-# was 0.1-1.4% smaller and slower to decode).
+# 8-36% smaller but decodes at 0.5-0.8x the speed even with its numba kernels (benchmarks/bench_codec.py),
+# so new deltas stay sub-zz-bg-zstd (2) unless coral.deltaCodec says otherwise; keyframes stay bg-zstd
+# (rot-planes, 4, was 0.1-1.4% smaller and slower to decode).
 KEYFRAME_CODEC = 1  # bg-zstd
 DELTA_CODEC = 2  # sub-zz-bg-zstd
 

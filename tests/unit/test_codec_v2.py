@@ -213,7 +213,7 @@ def test_damaged_valid_payloads_fail_cleanly(pos: int, val: int, kind: str) -> N
 def test_compiled_kernels_write_and_read_the_reference_bytes(
     pair: tuple[np.ndarray, np.ndarray], itemsize: int
 ) -> None:
-    """The numba kernels (bucket cursors) and the numpy reference (argsort) are one format: each encodes
+    """The numba kernels (counting sorts) and the numpy reference (argsort) are one format: each encodes
     to the same payload and decodes the other's."""
     raw, base = pair
     fast, ref = SubZigzagPlanesCodec(kernels=True), SubZigzagPlanesCodec(kernels=False)
