@@ -237,3 +237,30 @@ def test_codec_switches_to_the_kernels_after_enough_bytes(monkeypatch: pytest.Mo
     assert c.encode(raw, 4, base) == first
     assert c.kernels is not None
     assert c.decode(first, 4, raw.size, base).tobytes() == raw.tobytes()
+
+
+@pytest.mark.parametrize("elem", [2, 4, 8])
+@pytest.mark.parametrize("shape", ["one-class", "sparse", "dense", "one-change"])
+def test_kernel_paths_agree_with_the_reference(shape: str, elem: int) -> None:
+    """The kernels' shortcuts — one class holding every change (no class sort), few changes (only they are
+    visited), every element changed — write and read the reference's bytes."""
+    rng = np.random.default_rng(elem)
+    u = {2: np.uint16, 4: np.uint32, 8: np.uint64}[elem]
+    base = rng.integers(0, np.iinfo(u).max, 50_000, dtype=u)
+    raw = base.copy()
+    if shape == "one-class":
+        raw += rng.integers(1, 100, raw.size).astype(u)  # every delta fits in one byte
+    elif shape == "sparse":
+        idx = rng.choice(raw.size, raw.size // 20, replace=False)
+        raw[idx] += rng.integers(1, 1 << (4 * elem), idx.size).astype(u)
+    elif shape == "dense":
+        raw += rng.integers(1, 1 << (6 * elem), raw.size).astype(u)
+    else:
+        raw[12_345] += u(7)
+    r, b = raw.view(np.uint8), base.view(np.uint8)
+    fast, ref = SubZigzagPlanesCodec(kernels=True), SubZigzagPlanesCodec(kernels=False)
+    p = fast.encode(r, elem, b)
+    assert p == ref.encode(r, elem, b)
+    out = np.empty(r.size, np.uint8)
+    assert fast.decode(p, elem, r.size, b, out=out) is out and out.tobytes() == r.tobytes()
+    assert ref.decode(p, elem, r.size, b).tobytes() == r.tobytes()
