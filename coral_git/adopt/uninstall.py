@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..filter.fresh import CACHE_FILE
 from ..git.install import CONFIG, HOOK_MARK, HOOKS
 from ..git.repo import Repo, git, run_git
 
@@ -12,7 +13,9 @@ SECTIONS = sorted({k.rsplit(".", 1)[0] for k in CONFIG})
 
 
 def uninstall(repo: Repo | None, scope: str) -> list[str]:
-    """Remove coral's config sections in ``scope``; for a repository also its hooks (the kept one returns)."""
+    """Remove coral's config sections in ``scope``; for a repository also its hooks (the kept one returns)
+    and the clean caches of its work trees (``coral-cleaned``: nothing would keep them current). The store
+    stays: model files must stay readable once coral is installed again."""
     cwd = (repo.worktree or repo.git_dir) if repo is not None else None
     done = []
     for section in SECTIONS:
@@ -33,4 +36,9 @@ def uninstall(repo: Repo | None, scope: str) -> list[str]:
         else:
             hook.unlink()
             done.append(f"hook {name}: removed")
+    caches = [repo.common_dir / CACHE_FILE, *sorted((repo.common_dir / "worktrees").glob(f"*/{CACHE_FILE}"))]
+    for cache in caches:
+        if cache.exists():
+            cache.unlink()
+            done.append(f"removed the clean cache {cache}")
     return done

@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
     def uninstall(
         global_: Annotated[bool, typer.Option("--global", help="Remove the user-wide settings 'git coral init --global' wrote.")] = False,
     ) -> None:
-        """Undo 'git coral init': remove the filter/diff/merge settings and coral's hooks (restoring chained ones).
+        """Undo 'git coral init': remove the filter/diff/merge settings, coral's hooks (restoring chained ones) and the clean caches.
 
         .gitattributes and the store are left alone (like 'git lfs uninstall'): untrack patterns with
         'git coral untrack', and model files stay readable once you reinstall.

@@ -178,6 +178,24 @@ def test_uninstall_restores_chained_hook(tmp_path: Path) -> None:
     assert git(repo2, "config", "--global", "--get", "filter.coral.process", check=False) == ""
 
 
+def test_uninstall_removes_every_work_trees_clean_cache(tmp_path: Path) -> None:
+    """The clean caches (``coral-cleaned``, one per work tree) go with the filter; the store stays."""
+    repo = new_repo(tmp_path / "r")
+    save_safetensors(repo / "m.safetensors", make_state(3, layers=1, width=32))
+    git(repo, "add", "m.safetensors")
+    git(repo, "commit", "-qm", "m")
+    git(repo, "worktree", "add", "-q", str(tmp_path / "wt"))
+    wt = tmp_path / "wt"
+    save_safetensors(wt / "m.safetensors", perturb(make_state(3, layers=1, width=32), 1))
+    git(wt, "add", "m.safetensors")
+    caches = [repo / ".git" / "coral-cleaned", *(repo / ".git" / "worktrees").glob("*/coral-cleaned")]
+    assert len(caches) == 2 and all(c.exists() for c in caches)
+    err = coral(repo, "uninstall").stderr.decode()
+    assert err.count("removed the clean cache") == 2
+    assert not any(c.exists() for c in caches)
+    assert (repo / ".git" / "coral").is_dir()
+
+
 def test_committed_fetch_exclude_applies_to_a_fresh_clone(published) -> None:
     tmp, origin, a = published
     git(a, "config", "--file", ".coralconfig", "coral.fetchExclude", "b.safetensors")
