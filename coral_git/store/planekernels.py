@@ -184,7 +184,7 @@ def decode(bits, idx, cls, s, planes, base, out, zp, zc, ctx):
     if single:
         zc = zp
     else:
-        _from_class_order(cls, s, zp, zc, m, e)
+        _class_walk(cls, s, zp, zc, m, e, True)
     zc[m] = 0
     zero = np.uint64(0)
     one = np.uint64(1)
@@ -215,89 +215,57 @@ def decode(bits, idx, cls, s, planes, base, out, zp, zc, ctx):
         out[i] = np.uint64(base[i]) + ((v >> one) ^ (zero - (v & one)))
 
 
-@njit(cache=True, nogil=True)
-def _from_class_order(cls, s, a, b, m, e):
-    """Undo the stable counting sort by class: ``b[p] = a[position of p in plane order]``, where
-    ``cls[p]`` is the class of context-order position p and plane order is class-major. The cursors
-    live in registers: behind a branch for e = 4 (classes come in runs the CPU predicts), by
-    arithmetic for e = 2 (two classes: a select costs less than a mispredicted branch)."""
+@njit(cache=True, nogil=True, inline="always")
+def _slot4(k, j0, j1, j2, j3):
+    """(plane-order position for class ``k``, the four class cursors after taking it); most frequent
+    class first: classes come in runs, so the CPU predicts these branches well."""
     one = np.uint64(1)
-    if e == 4:
-        j0 = np.uint64(s[0])
-        j1 = np.uint64(s[1])
-        j2 = np.uint64(s[2])
-        j3 = np.uint64(s[3])
-        for p in range(m):
-            k = cls[p]
-            if k == 2:
-                b[p] = a[j2]
-                j2 += one
-            elif k == 1:
-                b[p] = a[j1]
-                j1 += one
-            elif k == 3:
-                b[p] = a[j3]
-                j3 += one
-            else:
-                b[p] = a[j0]
-                j0 += one
-    elif e == 2:
-        i0 = np.int64(s[0])
-        i1 = np.int64(s[1])
-        for p in range(m):
-            k = np.int64(cls[p])
-            b[p] = a[np.uint64(i0 + (i1 - i0) * k)]
-            i1 += k
-            i0 += 1 - k
-    else:
-        cur = np.zeros(8, np.uint64)
-        for k in range(e):
-            cur[k] = s[k]
-        for p in range(m):
-            k = np.uint64(cls[p])
-            b[p] = a[cur[k]]
-            cur[k] += one
+    if k == 2:
+        return j2, j0, j1, j2 + one, j3
+    if k == 1:
+        return j1, j0, j1 + one, j2, j3
+    if k == 3:
+        return j3, j0, j1, j2, j3 + one
+    return j0, j0 + one, j1, j2, j3
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _slot2(k, i0, i1):
+    """The same for two classes, by arithmetic: a select costs less than a mispredicted branch."""
+    return np.uint64(i0 + (i1 - i0) * k), i0 + 1 - k, i1 + k
 
 
 @njit(cache=True, nogil=True)
-def _to_class_order(cls, s, a, b, m, e):
-    """The stable counting sort by class, the inverse of :func:`_from_class_order`."""
-    one = np.uint64(1)
+def _class_walk(cls, s, a, b, m, e, gather):
+    """The stable counting sort by class between context order (``cls[p]`` is the class of position
+    p) and plane order (class-major): ``gather`` undoes it, ``b[p] = a[plane position of p]``, else it
+    sorts, ``b[plane position of p] = a[p]``. The cursors live in registers (a cursor table costs a
+    store-to-load chain per element)."""
     if e == 4:
-        j0 = np.uint64(s[0])
-        j1 = np.uint64(s[1])
-        j2 = np.uint64(s[2])
-        j3 = np.uint64(s[3])
+        j0, j1, j2, j3 = np.uint64(s[0]), np.uint64(s[1]), np.uint64(s[2]), np.uint64(s[3])
+        for p in range(m):
+            j, j0, j1, j2, j3 = _slot4(cls[p], j0, j1, j2, j3)
+            if gather:
+                b[p] = a[j]
+            else:
+                b[j] = a[p]
+    elif e == 2:
+        i0, i1 = np.int64(s[0]), np.int64(s[1])
+        for p in range(m):
+            j, i0, i1 = _slot2(np.int64(cls[p]), i0, i1)
+            if gather:
+                b[p] = a[j]
+            else:
+                b[j] = a[p]
+    else:
+        cur = s[:e].astype(np.uint64)
         for p in range(m):
             k = cls[p]
-            if k == 2:
-                b[j2] = a[p]
-                j2 += one
-            elif k == 1:
-                b[j1] = a[p]
-                j1 += one
-            elif k == 3:
-                b[j3] = a[p]
-                j3 += one
+            if gather:
+                b[p] = a[cur[k]]
             else:
-                b[j0] = a[p]
-                j0 += one
-    elif e == 2:
-        i0 = np.int64(s[0])
-        i1 = np.int64(s[1])
-        for p in range(m):
-            k = np.int64(cls[p])
-            b[np.uint64(i0 + (i1 - i0) * k)] = a[p]
-            i1 += k
-            i0 += 1 - k
-    else:
-        cur = np.zeros(8, np.uint64)
-        for k in range(e):
-            cur[k] = s[k]
-        for p in range(m):
-            k = np.uint64(cls[p])
-            b[cur[k]] = a[p]
-            cur[k] += one
+                b[cur[k]] = a[p]
+            cur[k] += 1
 
 
 @njit(cache=True, nogil=True)
@@ -322,7 +290,7 @@ def split(z, bits, base, m):
         zp = zc
     else:
         zp = np.empty(m, z.dtype)
-        _to_class_order(cls, s, zc, zp, m, e)
+        _class_walk(cls, s, zc, zp, m, e, False)
     size = 0
     for q in range(e):
         size += m - s[q]
