@@ -384,7 +384,7 @@ class SubZigzagPlanesCodec(Codec):
             m = int(np.count_nonzero(nz))
             if m == 0:
                 return b"".join(out)
-            cls, counts, planes = self.kernels.split(z, nz.view(np.uint8), base.view(pc.UINT[e]), m)
+            cls, counts, planes = self.kernels.split(z, nz.view(np.uint8), pc.sparse_index(nz, m), base.view(pc.UINT[e]), m)
             if e > 1:
                 pc.put_stream(out, pc.pack_classes(cls, e), self.zstd)
             s = np.concatenate([[0], np.cumsum(counts)])

@@ -25,11 +25,30 @@ from numba import njit
 @njit(cache=True, nogil=True)
 def _contexts(base, ctx):
     """Per element: the 8 bits below the sign of the base element (exponent of fp32/bf16), uint8."""
-    sh = np.uint64(8 * base.itemsize - 8)
-    one = np.uint64(1)
-    ff = np.uint64(0xFF)
+    e = base.itemsize
     for i in range(base.size):
-        ctx[i] = np.uint8(((np.uint64(base[i]) << one) >> sh) & ff)
+        ctx[i] = np.uint8(_context(np.uint64(base[i]), e))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _context(b, e):
+    """The context of one base element ``b`` (uint64) of ``e`` bytes: the 8 bits below its sign."""
+    return ((b << np.uint64(1)) >> np.uint64(8 * e - 8)) & np.uint64(0xFF)
+
+
+@njit(cache=True, nogil=True)
+def _sparse_cursors(idx, base):
+    """Where each context's changed elements (``idx``) start in context order (uint64, by context)."""
+    e = base.itemsize
+    h = np.zeros(256, np.uint64)
+    for i in idx:
+        h[_context(np.uint64(base[i]), e)] += np.uint64(1)
+    cur = np.zeros(256, np.uint64)
+    acc = np.uint64(0)
+    for c in range(256):
+        cur[c] = acc
+        acc += h[c]
+    return cur
 
 
 @njit(cache=True, nogil=True)
@@ -190,19 +209,12 @@ def decode(bits, idx, cls, s, planes, base, out, zp, zc, ctx):
     one = np.uint64(1)
     if idx.size:  # sparse: copy the base, visit only the changed elements
         out[:] = base
-        sh = np.uint64(8 * e - 8)
-        ff = np.uint64(0xFF)
-        h = np.zeros(257, np.uint64)
-        for i in idx:
-            h[((np.uint64(base[i]) << one) >> sh) & ff] += one
-        acc = np.uint64(0)
-        for c in range(257):
-            acc, h[c] = acc + h[c], acc
+        cur = _sparse_cursors(idx, base)
         for i in idx:
             b = np.uint64(base[i])
-            c = ((b << one) >> sh) & ff
-            p = h[c]
-            h[c] = p + one
+            c = _context(b, e)
+            p = cur[c]
+            cur[c] = p + one
             v = np.uint64(zc[p])
             out[i] = b + ((v >> one) ^ (zero - (v & one)))
         return
@@ -269,14 +281,22 @@ def _class_walk(cls, s, a, b, m, e, gather):
 
 
 @njit(cache=True, nogil=True)
-def split(z, bits, base, m):
+def split(z, bits, idx, base, m):
     """Encoder, the inverse of :func:`decode`: (classes in context order, count per class, planes) of
-    the ``m`` changed elements of ``z`` (zigzagged deltas; ``bits`` 1 where z != 0)."""
+    the ``m`` changed elements of ``z`` (zigzagged deltas; ``bits`` 1 where z != 0; ``idx`` their
+    indices when few changed, then only they are visited, else empty)."""
     e = base.itemsize
-    ctx = np.empty(base.size, np.uint8)
-    _contexts(base, ctx)
     zc = np.zeros(m + 1, z.dtype)
-    _lane_walk(bits, ctx, _context_cursors(bits, ctx), z, zc, False)
+    if idx.size:
+        cur = _sparse_cursors(idx, base)
+        for i in idx:
+            c = _context(np.uint64(base[i]), e)
+            zc[cur[c]] = z[i]
+            cur[c] += np.uint64(1)
+    else:
+        ctx = np.empty(base.size, np.uint8)
+        _contexts(base, ctx)
+        _lane_walk(bits, ctx, _context_cursors(bits, ctx), z, zc, False)
     cls = np.empty(m, np.uint8)
     for p in range(m):
         v = np.uint64(zc[p])
