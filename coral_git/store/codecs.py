@@ -387,13 +387,7 @@ class SubZigzagPlanesCodec(Codec):
             cls, counts, planes = self.kernels.split(z, nz.view(np.uint8), pc.sparse_index(nz, m), base.view(pc.UINT[e]), m)
             if e > 1:
                 pc.put_stream(out, pc.pack_classes(cls, e), self.zstd)
-            s = np.concatenate([[0], np.cumsum(counts)])
-            off = 0
-            for k in range(e):
-                for n in (counts[k], m - s[k + 1]):
-                    if n:
-                        pc.put_stream(out, planes[off : off + n], self.zstd)
-                    off += n
+            pc.put_planes(out, planes, counts, m, self.zstd)
             return b"".join(out)
         nz = z != 0
         pc.put_stream(out, np.packbits(nz), self.zstd)
@@ -402,19 +396,15 @@ class SubZigzagPlanesCodec(Codec):
         if m == 0:
             return b"".join(out)
         zs = z[order]
+        counts = np.array([m])
         if e > 1:
             cls = pc.byte_length_class(zs, e)
             pc.put_stream(out, pc.pack_classes(cls, e), self.zstd)
             by_class, counts = pc.class_order(cls, e)
             zs = zs[by_class]
-            cum = np.concatenate([[0], np.cumsum(counts)])
-        else:
-            cum = np.array([0, m])
+        s = np.concatenate([[0], np.cumsum(counts)])
         planes = group_bytes(zs.view(np.uint8), e).reshape(e, m)
-        for k in range(e):
-            for lo, hi in ((cum[k], cum[k + 1]), (cum[k + 1], m)):
-                if hi > lo:
-                    pc.put_stream(out, planes[k, lo:hi], self.zstd)
+        pc.put_planes(out, np.concatenate([planes[k, s[k] :] for k in range(e)]), counts, m, self.zstd)
         return b"".join(out)
 
     def decode(
@@ -438,18 +428,18 @@ class SubZigzagPlanesCodec(Codec):
         order = pc.context_order(nz, base, e)
         m = order.size
         if m:
+            counts = np.array([m])
             if e > 1:
                 cls = pc.unpack_classes(rd.take((m * pc.CLASS_BITS[e] + 7) // 8), m, e)
                 by_class, counts = pc.class_order(cls, e)
                 order = order[by_class]
-                cum = np.concatenate([[0], np.cumsum(counts)])
-            else:
-                cum = np.array([0, m])
+            s = np.concatenate([[0], np.cumsum(counts)])
+            got = pc.take_planes(rd, counts, m)
             planes = np.zeros((e, m), dtype=np.uint8)
+            off = 0
             for k in range(e):
-                for lo, hi in ((cum[k], cum[k + 1]), (cum[k + 1], m)):
-                    if hi > lo:
-                        rd.take(int(hi - lo), out=planes[k, lo:hi])
+                planes[k, s[k] :] = got[off : off + m - s[k]]
+                off += m - s[k]
             z[order] = ungroup_bytes(planes.reshape(-1), e).view(pc.UINT[e])
         rd.done()
         return pc.unzigzag_add(z, base, e)
@@ -472,20 +462,15 @@ class SubZigzagPlanesCodec(Codec):
         if counts[e:].any():
             raise ValueError("byte-length class out of range")
         s = np.concatenate([[0], np.cumsum(counts[:e])])
-        size = int(sum(m - s[q] for q in range(e)))
-        planes = scratch("c5-planes", size)[:size]
-        off = 0
-        for q in range(e):
-            for nn in (int(counts[q]), int(m - s[q + 1])):
-                if nn:
-                    rd.take(nn, out=planes[off : off + nn])
-                off += nn
+        size = sum(pc.plane_stream_lengths(counts[:e], m))
+        planes = pc.take_planes(rd, counts[:e], m, scratch("c5-planes", size)[:size])
         rd.done()
         zbytes = (m + 1) * e
         zp = scratch("c5-zp", zbytes)[:zbytes].view(base.dtype)
         zc = scratch("c5-zc", zbytes)[:zbytes].view(base.dtype)
         k.decode(bits, pc.sparse_index(bits.view(bool), m), cls, s, planes, base, u, zp, zc, scratch("c5-ctx", n)[:n])
         return out
+
 
 def codec(code: int, level: int = 1) -> Codec:
     """The codec registered under ``code``; KeyError if unknown."""

@@ -41,6 +41,38 @@ def put_stream(out: list[bytes], data: np.ndarray, zstd: Zstd) -> None:
     out.append(data.tobytes())
 
 
+def plane_stream_lengths(counts: np.ndarray, m: int) -> list[int]:
+    """Lengths of a delta's plane streams in payload order: for each plane k its leading bytes
+    (``counts[k]``, the elements of class k) then its trailing bytes (those of class > k). Back to back
+    they are plane k's positions s_k … m−1, plane after plane."""
+    lengths, s = [], 0
+    for c in counts:
+        s += int(c)
+        lengths += [int(c), m - s]
+    return lengths
+
+
+def put_planes(out: list[bytes], planes: np.ndarray, counts: np.ndarray, m: int, zstd: Zstd) -> None:
+    """Append the plane streams of ``planes`` (the concatenation above) to ``out``; empty ones are absent."""
+    off = 0
+    for n in plane_stream_lengths(counts, m):
+        if n:
+            put_stream(out, planes[off : off + n], zstd)
+        off += n
+
+
+def take_planes(rd: StreamReader, counts: np.ndarray, m: int, buf: np.ndarray | None = None) -> np.ndarray:
+    """The plane streams read back into one array (``buf`` when given, of the right size)."""
+    lengths = plane_stream_lengths(counts, m)
+    planes = np.empty(sum(lengths), dtype=np.uint8) if buf is None else buf
+    off = 0
+    for n in lengths:
+        if n:
+            rd.take(n, out=planes[off : off + n])
+        off += n
+    return planes
+
+
 class StreamReader:
     """Reads the streams of one payload in order, checking every declared size."""
 
